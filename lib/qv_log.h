@@ -17,4 +17,6 @@ void qv_log(qv_log_level_t level, const char *req_id, const char *fmt, ...)
 #define qv_info(...)  qv_log(QV_LOG_INFO,  NULL, __VA_ARGS__)
 #define qv_warn(...)  qv_log(QV_LOG_WARN,  NULL, __VA_ARGS__)
 #define qv_error(...) qv_log(QV_LOG_ERROR, NULL, __VA_ARGS__)
+
+int qv_log_selftest(void);
 #endif

@@ -44,7 +44,8 @@ typedef struct {
     uint64_t expired;         /* answered 503 by the broker at their deadline */
 } qv_broker_service_stats_t;
 
-/* endpoints: comma-separated bind endpoints, e.g. "tcp://*:5555,inproc://qv-broker".
+/* endpoints: comma-separated bind endpoints, e.g. "tcp://0.0.0.0:5555,inproc://qv-broker"
+ * (a "*" host works too).
  * Caller owns the result; qv_broker_destroy stops the thread. NULL if a bind fails. */
 qv_broker_t *qv_broker_new(const char *endpoints, int hb_ms, int liveness,
                            int default_deadline_ms);

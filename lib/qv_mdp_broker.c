@@ -1,0 +1,749 @@
+/* qv_mdp_broker: the 7/MDP 0.1 broker with 8/MMI, in its own thread.
+ *
+ * Guarantees:
+ * - Each request goes to the least recently used ready worker of its service. A request for a
+ *   service with no ready worker waits in that service's queue; at its deadline the broker
+ *   answers the client itself with 503 (a packed quaver.v1.Result when the body was a Call,
+ *   else the single frame "503"). Nothing waits in the broker past its deadline.
+ * - The deadline is the Call's deadline_ms (wall-clock epoch ms) when the first body frame is
+ *   a quaver.v1.Call that sets it, else arrival + default_deadline_ms.
+ * - A worker silent for hb_ms * liveness (a busy one: also past its request's deadline, as
+ *   MDP workers do not heartbeat while they work), one that says DISCONNECT, sends READY twice, or
+ *   sends a command that is wrong for its state is forgotten (and told DISCONNECT).
+ *   A request held by a worker that dies is lost: the broker cannot know whether the worker
+ *   ran it, so replaying it could run a write twice; the client gives up at its deadline.
+ * - The ROUTER has ZMQ_ROUTER_MANDATORY and every send is non-blocking: a message to a peer
+ *   that vanished (or whose pipe is full) is dropped and counted; the broker never blocks.
+ * - Malformed messages (wrong header, missing frames, unknown commands) are dropped and
+ *   counted; nothing that comes from the network reaches an assert.
+ * - qv_broker_stats is a consistent snapshot: the broker thread holds the state mutex while
+ *   it handles a batch of events, and the snapshot is taken under the same mutex.
+ */
+#include "qv_mdp.h"
+#include "qv_clock.h"
+#include "qv_log.h"
+#include "quaver/v1/envelope.pb-c.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Bounds on what peers can make us hold. Services are created by client requests too, so a
+ * client cannot create more than this many names; one service holds at most S_MAX_QUEUE
+ * waiting requests (beyond that a request is answered 503 at once). */
+#define S_MAX_SERVICES  1024
+#define S_MAX_QUEUE     100000
+#define S_NAME_MAX      63       /* fits qv_broker_service_stats_t.name */
+#define S_BATCH         1000     /* messages handled per wake-up before timers run */
+#define S_NEVER         INT64_MAX
+
+typedef struct s_service_t s_service_t;
+
+typedef struct {
+    char        *key;          /* hex of the routing id: the workers table key */
+    zframe_t    *identity;     /* routing id */
+    s_service_t *service;
+    void        *ready_handle; /* handle in service->ready; NULL while busy */
+    bool         busy;         /* holding one request (MDP gives a worker one at a time) */
+    int64_t      expiry;       /* mono ms: forgotten when silent past this */
+    int64_t      busy_until;   /* mono ms: while busy, not forgotten before this */
+} s_worker_t;
+
+typedef struct {
+    zframe_t *client;          /* routing id of the client */
+    zmsg_t   *body;            /* body frames */
+    int64_t   deadline;        /* mono ms */
+    bool      is_call;         /* body parsed as quaver.v1.Call: the 503 is a Result */
+} s_request_t;
+
+struct s_service_t {
+    char     *name;
+    zlistx_t *ready;           /* s_worker_t* (borrowed), least recently used first */
+    zlistx_t *queue;           /* s_request_t* (owned), arrival order */
+    int       workers;
+    int       inflight;
+    bool      ever_had_worker;
+    int64_t   last_heard;      /* mono ms, -1 never */
+    uint64_t  requests;
+    uint64_t  expired;
+};
+
+struct qv_broker_t {
+    zsock_t        *router;
+    zactor_t       *actor;
+    pthread_mutex_t lock;      /* guards the tables and counters while the thread runs */
+    zhashx_t       *services;  /* name -> s_service_t* (owned) */
+    zhashx_t       *workers;   /* hex id -> s_worker_t* (owned) */
+    int             hb_ms;
+    int             liveness;
+    int             default_deadline_ms;
+    int             port;
+    int64_t         next_expiry;   /* mono ms; no queued deadline is earlier than this */
+    /* what was thrown away, for logs and the selftest */
+    uint64_t        malformed;
+    uint64_t        unroutable;    /* sends refused by ROUTER_MANDATORY or a full pipe */
+    uint64_t        disconnected;  /* workers dropped (protocol error or expiry) */
+};
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+/* Sends msg on the ROUTER without blocking and destroys it. A refused send (EHOSTUNREACH from
+ * ROUTER_MANDATORY, EAGAIN on a full pipe) is counted: that peer is gone or not reading. */
+static void s_send(qv_broker_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    void *handle = zsock_resolve(self->router);
+    size_t n = zmsg_size(msg), i = 0;
+    for (zframe_t *f = zmsg_first(msg); f; f = zmsg_next(msg), i++) {
+        int flags = ZFRAME_REUSE | ZFRAME_DONTWAIT | (i + 1 < n ? ZFRAME_MORE : 0);
+        if (zframe_send(&f, handle, flags) != 0) {
+            /* Only the routing frame can be refused: the rest of a message is atomic. */
+            self->unroutable++;
+            break;
+        }
+    }
+    zmsg_destroy(msg_p);
+}
+
+/* [identity] "" MDPW01 <command> <body...>; takes body (may be NULL). */
+static void s_send_worker(qv_broker_t *self, zframe_t *identity, int command, zmsg_t *body)
+{
+    zmsg_t *msg = body ? body : zmsg_new();
+    char cmd = (char) command;
+    zmsg_pushmem(msg, &cmd, 1);
+    zmsg_pushstr(msg, QV_MDPW);
+    zmsg_pushmem(msg, "", 0);
+    zmsg_prepend(msg, &(zframe_t *){ zframe_dup(identity) });
+    s_send(self, &msg);
+}
+
+/* [client] "" MDPC01 <service> <body...>; takes client and body. */
+static void s_send_client(qv_broker_t *self, zframe_t **client_p, const char *service,
+                          zmsg_t *body)
+{
+    zmsg_t *msg = body ? body : zmsg_new();
+    zmsg_pushstr(msg, service);
+    zmsg_pushstr(msg, QV_MDPC);
+    zmsg_pushmem(msg, "", 0);
+    zmsg_prepend(msg, client_p);
+    s_send(self, &msg);
+}
+
+static void s_request_destroy(s_request_t **r_p)
+{
+    if (*r_p) {
+        zframe_destroy(&(*r_p)->client);
+        zmsg_destroy(&(*r_p)->body);
+        free(*r_p);
+        *r_p = NULL;
+    }
+}
+
+/* The broker's own answer when no worker took the request in time (or it could not be
+ * queued). Consumes the request. */
+static void s_reply_503(qv_broker_t *self, const char *service, s_request_t **r_p)
+{
+    s_request_t *r = *r_p;
+    zmsg_t *body = zmsg_new();
+    if (r->is_call) {
+        char text[128];
+        snprintf(text, sizeof text, "service %s unavailable: no worker before the deadline",
+                 service);
+        Quaver__V1__Result res = QUAVER__V1__RESULT__INIT;
+        res.status = 503;
+        res.error = text;
+        size_t len = quaver__v1__result__get_packed_size(&res);
+        uint8_t buf[256];   /* status + error text above always fit */
+        if (len <= sizeof buf) {
+            quaver__v1__result__pack(&res, buf);
+            zmsg_addmem(body, buf, len);
+        }
+        else
+            zmsg_addstr(body, "503");
+    }
+    else
+        zmsg_addstr(body, "503");
+    s_send_client(self, &r->client, service, body);
+    s_request_destroy(r_p);
+}
+
+/* ---- services -------------------------------------------------------------------------- */
+
+static void s_service_free(void **item)
+{
+    s_service_t *s = (s_service_t *) *item;
+    if (!s)
+        return;
+    zlistx_destroy(&s->ready);
+    if (s->queue) {
+        s_request_t *r;
+        while ((r = (s_request_t *) zlistx_detach(s->queue, NULL)))
+            s_request_destroy(&r);
+        zlistx_destroy(&s->queue);
+    }
+    free(s->name);
+    free(s);
+    *item = NULL;
+}
+
+static void s_worker_free(void **item)
+{
+    s_worker_t *w = (s_worker_t *) *item;
+    if (!w)
+        return;
+    zframe_destroy(&w->identity);
+    free(w->key);
+    free(w);
+    *item = NULL;
+}
+
+/* NULL when the table is full or memory ran out. */
+static s_service_t *s_service_require(qv_broker_t *self, const char *name)
+{
+    s_service_t *s = (s_service_t *) zhashx_lookup(self->services, name);
+    if (s || zhashx_size(self->services) >= S_MAX_SERVICES)
+        return s;
+    s = (s_service_t *) calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->name = strdup(name);
+    s->ready = zlistx_new();
+    s->queue = zlistx_new();
+    s->last_heard = -1;
+    if (!s->name || !s->ready || !s->queue) {
+        void *p = s;
+        s_service_free(&p);
+        return NULL;
+    }
+    zhashx_insert(self->services, name, s);
+    return s;
+}
+
+/* A service that never had a worker exists only because clients asked for it: once its queue
+ * is empty it is forgotten, so that clients cannot grow the table for ever. Services that had
+ * workers stay, so that stats show them with 0 workers when they go down. */
+static void s_service_maybe_forget(qv_broker_t *self, s_service_t *s)
+{
+    if (!s->ever_had_worker && s->workers == 0 && zlistx_size(s->queue) == 0)
+        zhashx_delete(self->services, s->name);
+}
+
+/* Hands queued requests to ready workers, oldest request to least recently used worker. */
+static void s_dispatch(qv_broker_t *self, s_service_t *s)
+{
+    int64_t now = qv_mono_ms();
+    while (zlistx_size(s->queue) > 0) {
+        s_request_t *r = (s_request_t *) zlistx_first(s->queue);
+        if (r->deadline <= now) {
+            zlistx_detach(s->queue, NULL);
+            s->expired++;
+            s_reply_503(self, s->name, &r);
+            continue;
+        }
+        if (zlistx_size(s->ready) == 0)
+            break;
+        zlistx_detach(s->queue, NULL);
+        s_worker_t *w = (s_worker_t *) zlistx_detach(s->ready, NULL);
+        w->ready_handle = NULL;
+        w->busy = true;
+        /* A 7/MDP worker does not heartbeat while it runs a request, so silence is expected
+         * until the request's deadline; after that the client has given up anyway. */
+        w->busy_until = r->deadline + (int64_t) self->hb_ms * self->liveness;
+        s->inflight++;
+        s->requests++;
+        /* REQUEST body: client-address "" body... */
+        zmsg_t *msg = r->body;
+        r->body = NULL;
+        zmsg_pushmem(msg, "", 0);
+        zmsg_prepend(msg, &r->client);
+        s_request_destroy(&r);
+        s_send_worker(self, w->identity, QV_MDPW_REQUEST, msg);
+    }
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+static void s_worker_ready(qv_broker_t *self, s_worker_t *w)
+{
+    w->busy = false;
+    w->ready_handle = zlistx_add_end(w->service->ready, w);
+    s_dispatch(self, w->service);
+}
+
+/* Forgets a worker; tells it DISCONNECT first when tell is set (it may still be alive, e.g.
+ * busy past its liveness, and should reconnect cleanly). A request it held is lost. */
+static void s_worker_delete(qv_broker_t *self, s_worker_t *w, bool tell)
+{
+    if (tell)
+        s_send_worker(self, w->identity, QV_MDPW_DISCONNECT, NULL);
+    s_service_t *s = w->service;
+    if (w->ready_handle)
+        zlistx_delete(s->ready, w->ready_handle);
+    if (w->busy)
+        s->inflight--;
+    s->workers--;
+    zhashx_delete(self->workers, w->key);
+}
+
+static void s_worker_refresh(qv_broker_t *self, s_worker_t *w, int64_t now)
+{
+    w->expiry = now + (int64_t) self->hb_ms * self->liveness;
+    w->service->last_heard = now;
+}
+
+static bool s_name_ok(zframe_t *f)
+{
+    size_t n = f ? zframe_size(f) : 0;
+    if (n == 0 || n > S_NAME_MAX)
+        return false;
+    return memchr(zframe_data(f), '\0', n) == NULL;
+}
+
+/* msg holds what follows "" MDPW01. Takes sender and msg. */
+static void s_on_worker(qv_broker_t *self, zframe_t *sender, zmsg_t *msg)
+{
+    int64_t now = qv_mono_ms();
+    zframe_t *cmdf = zmsg_pop(msg);
+    int cmd = (cmdf && zframe_size(cmdf) == 1) ? zframe_data(cmdf)[0] : -1;
+    zframe_destroy(&cmdf);
+
+    char *key = zframe_strhex(sender);
+    s_worker_t *w = (s_worker_t *) zhashx_lookup(self->workers, key);
+
+    switch (cmd) {
+    case QV_MDPW_READY: {
+        zframe_t *svc = zmsg_pop(msg);
+        if (w) {
+            /* READY twice: the worker is confused about its state; make it start again. */
+            self->disconnected++;
+            s_worker_delete(self, w, true);
+        }
+        else if (!s_name_ok(svc) || (zframe_size(svc) >= 4 && memcmp(zframe_data(svc), "mmi.", 4) == 0)) {
+            self->malformed++;
+            s_send_worker(self, sender, QV_MDPW_DISCONNECT, NULL);
+        }
+        else {
+            char *name = zframe_strdup(svc);
+            s_service_t *s = s_service_require(self, name);
+            w = s ? (s_worker_t *) calloc(1, sizeof *w) : NULL;
+            if (!w) {
+                qv_warn("mdp broker: cannot take worker for '%s' (service table full)", name);
+                s_send_worker(self, sender, QV_MDPW_DISCONNECT, NULL);
+            }
+            else {
+                w->key = key;
+                key = NULL;
+                w->identity = zframe_dup(sender);
+                w->service = s;
+                zhashx_insert(self->workers, w->key, w);
+                s->workers++;
+                s->ever_had_worker = true;
+                s_worker_refresh(self, w, now);
+                s_worker_ready(self, w);
+            }
+            free(name);
+        }
+        zframe_destroy(&svc);
+        break;
+    }
+    case QV_MDPW_REPLY: {
+        zframe_t *client = zmsg_pop(msg);
+        zframe_t *empty = zmsg_pop(msg);
+        if (!w || !w->busy || !client || zframe_size(client) == 0 || !empty
+            || zframe_size(empty) != 0) {
+            /* A reply we did not ask for, or a broken envelope: protocol error. */
+            self->malformed++;
+            if (w) {
+                self->disconnected++;
+                s_worker_delete(self, w, true);
+            }
+            else
+                s_send_worker(self, sender, QV_MDPW_DISCONNECT, NULL);
+            zframe_destroy(&client);
+        }
+        else {
+            s_service_t *s = w->service;
+            s->inflight--;
+            s_worker_refresh(self, w, now);
+            s_send_client(self, &client, s->name, msg);
+            msg = NULL;
+            s_worker_ready(self, w);
+        }
+        zframe_destroy(&empty);
+        break;
+    }
+    case QV_MDPW_HEARTBEAT:
+        if (w)
+            s_worker_refresh(self, w, now);
+        else   /* not READY here (we restarted, or expired it): make it start again */
+            s_send_worker(self, sender, QV_MDPW_DISCONNECT, NULL);
+        break;
+    case QV_MDPW_DISCONNECT:
+        if (w)
+            s_worker_delete(self, w, false);
+        break;
+    default:
+        self->malformed++;
+        if (w) {
+            self->disconnected++;
+            s_worker_delete(self, w, true);
+        }
+        break;
+    }
+    free(key);
+    zmsg_destroy(&msg);
+    zframe_destroy(&sender);
+}
+
+/* ---- clients --------------------------------------------------------------------------- */
+
+/* 8/MMI. Takes sender and body. */
+static void s_on_mmi(qv_broker_t *self, zframe_t *sender, const char *name, zmsg_t *body)
+{
+    const char *code = "501";
+    if (strcmp(name, "mmi.service") == 0) {
+        zframe_t *f = zmsg_first(body);
+        code = "404";
+        if (s_name_ok(f)) {
+            char *want = zframe_strdup(f);
+            s_service_t *s = (s_service_t *) zhashx_lookup(self->services, want);
+            if (s && s->workers > 0)
+                code = "200";
+            free(want);
+        }
+    }
+    zmsg_destroy(&body);
+    zmsg_t *reply = zmsg_new();
+    zmsg_addstr(reply, code);
+    s_send_client(self, &sender, name, reply);
+}
+
+/* When the body is a Call we take its deadline and answer 503 as a Result. A body counts as a
+ * Call when its first frame is non-empty, unpacks, and has no unknown fields: arbitrary bytes
+ * often unpack as a message made of unknown fields, and those callers want the plain "503". */
+static bool s_parse_call(zmsg_t *body, int64_t *deadline_wall)
+{
+    zframe_t *f = zmsg_first(body);
+    *deadline_wall = 0;
+    if (!f || zframe_size(f) == 0)
+        return false;
+    Quaver__V1__Call *call = quaver__v1__call__unpack(NULL, zframe_size(f), zframe_data(f));
+    if (!call)
+        return false;
+    bool ok = call->base.n_unknown_fields == 0;
+    if (ok)
+        *deadline_wall = call->deadline_ms;
+    quaver__v1__call__free_unpacked(call, NULL);
+    return ok;
+}
+
+/* msg holds what follows "" MDPC01. Takes sender and msg. */
+static void s_on_client(qv_broker_t *self, zframe_t *sender, zmsg_t *msg)
+{
+    zframe_t *svc = zmsg_pop(msg);
+    if (!s_name_ok(svc)) {
+        self->malformed++;
+        zframe_destroy(&svc);
+        zframe_destroy(&sender);
+        zmsg_destroy(&msg);
+        return;
+    }
+    char *name = zframe_strdup(svc);
+    zframe_destroy(&svc);
+    if (strncmp(name, "mmi.", 4) == 0) {
+        s_on_mmi(self, sender, name, msg);
+        free(name);
+        return;
+    }
+    s_request_t *r = (s_request_t *) calloc(1, sizeof *r);
+    if (!r) {
+        zframe_destroy(&sender);
+        zmsg_destroy(&msg);
+        free(name);
+        return;
+    }
+    r->client = sender;
+    r->body = msg;
+    int64_t now = qv_mono_ms(), wall = 0;
+    r->is_call = s_parse_call(msg, &wall);
+    if (wall > 0) {
+        int64_t left = wall - qv_wall_ms();
+        if (left > 86400000)          /* a day: anything beyond is a broken clock or body */
+            left = 86400000;
+        r->deadline = now + (left > 0 ? left : 0);
+    }
+    else
+        r->deadline = now + self->default_deadline_ms;
+
+    s_service_t *s = s_service_require(self, name);
+    if (!s || zlistx_size(s->queue) >= S_MAX_QUEUE)
+        s_reply_503(self, name, &r);     /* no room to wait: answer at once */
+    else {
+        zlistx_add_end(s->queue, r);
+        if (r->deadline < self->next_expiry)
+            self->next_expiry = r->deadline;
+        s_dispatch(self, s);
+        s_service_maybe_forget(self, s);
+    }
+    free(name);
+}
+
+static void s_on_router(qv_broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->router);
+    if (!msg)
+        return;
+    zframe_t *sender = zmsg_pop(msg);
+    zframe_t *empty = zmsg_pop(msg);
+    zframe_t *header = zmsg_pop(msg);
+    if (sender && empty && zframe_size(empty) == 0 && header && zframe_streq(header, QV_MDPC)) {
+        s_on_client(self, sender, msg);
+        sender = NULL;
+        msg = NULL;
+    }
+    else if (sender && empty && zframe_size(empty) == 0 && header
+             && zframe_streq(header, QV_MDPW)) {
+        s_on_worker(self, sender, msg);
+        sender = NULL;
+        msg = NULL;
+    }
+    else
+        self->malformed++;
+    zframe_destroy(&sender);
+    zframe_destroy(&empty);
+    zframe_destroy(&header);
+    zmsg_destroy(&msg);
+}
+
+/* ---- timers ---------------------------------------------------------------------------- */
+
+/* Answers 503 to every queued request past its deadline; recomputes next_expiry. */
+static void s_expire(qv_broker_t *self, int64_t now)
+{
+    self->next_expiry = S_NEVER;
+    zlistx_t *forget = zlistx_new();
+    for (s_service_t *s = (s_service_t *) zhashx_first(self->services); s;
+         s = (s_service_t *) zhashx_next(self->services)) {
+        size_t n = zlistx_size(s->queue);
+        for (size_t i = 0; i < n; i++) {
+            /* rotate through the queue once, keeping the order of what stays */
+            s_request_t *r = (s_request_t *) zlistx_detach(s->queue, NULL);
+            if (r->deadline <= now) {
+                s->expired++;
+                s_reply_503(self, s->name, &r);
+            }
+            else {
+                zlistx_add_end(s->queue, r);
+                if (r->deadline < self->next_expiry)
+                    self->next_expiry = r->deadline;
+            }
+        }
+        if (forget && !s->ever_had_worker && s->workers == 0 && zlistx_size(s->queue) == 0)
+            zlistx_add_end(forget, s);
+    }
+    if (forget) {
+        for (s_service_t *s = (s_service_t *) zlistx_first(forget); s;
+             s = (s_service_t *) zlistx_next(forget))
+            s_service_maybe_forget(self, s);
+        zlistx_destroy(&forget);
+    }
+}
+
+/* Drops workers silent past their expiry, heartbeats the others (busy ones too, so that a
+ * worker back from a long request finds the broker's heartbeats waiting and stays). */
+static void s_heartbeat(qv_broker_t *self, int64_t now)
+{
+    zlistx_t *dead = zlistx_new();
+    for (s_worker_t *w = (s_worker_t *) zhashx_first(self->workers); w;
+         w = (s_worker_t *) zhashx_next(self->workers)) {
+        int64_t expiry = w->busy && w->busy_until > w->expiry ? w->busy_until : w->expiry;
+        if (expiry <= now) {
+            if (dead)
+                zlistx_add_end(dead, w);
+        }
+        else
+            s_send_worker(self, w->identity, QV_MDPW_HEARTBEAT, NULL);
+    }
+    if (dead) {
+        for (s_worker_t *w = (s_worker_t *) zlistx_first(dead); w;
+             w = (s_worker_t *) zlistx_next(dead)) {
+            self->disconnected++;
+            s_worker_delete(self, w, true);
+        }
+        zlistx_destroy(&dead);
+    }
+}
+
+/* ---- the thread ------------------------------------------------------------------------ */
+
+static void s_broker_actor(zsock_t *pipe, void *args)
+{
+    qv_broker_t *self = (qv_broker_t *) args;
+    zsock_signal(pipe, 0);
+    int64_t next_hb = qv_mono_ms() + self->hb_ms;
+    while (true) {
+        int64_t now = qv_mono_ms();
+        int64_t wake = next_hb < self->next_expiry ? next_hb : self->next_expiry;
+        long timeout = wake > now ? (long) (wake - now) : 0;
+        zmq_pollitem_t items[] = {
+            { zsock_resolve(pipe), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve(self->router), 0, ZMQ_POLLIN, 0 },
+        };
+        int rc = zmq_poll(items, 2, timeout);
+        if (rc < 0 && errno != EINTR)
+            break;          /* context terminated */
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
+            char *cmd = zstr_recv(pipe);
+            bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+            zstr_free(&cmd);
+            if (term)
+                break;
+        }
+        pthread_mutex_lock(&self->lock);
+        if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
+            for (int i = 0; i < S_BATCH && (zsock_events(self->router) & ZMQ_POLLIN); i++)
+                s_on_router(self);
+        now = qv_mono_ms();
+        if (now >= self->next_expiry)
+            s_expire(self, now);
+        if (now >= next_hb) {
+            s_heartbeat(self, now);
+            next_hb = now + self->hb_ms;
+        }
+        pthread_mutex_unlock(&self->lock);
+    }
+}
+
+/* ---- API ------------------------------------------------------------------------------- */
+
+qv_broker_t *qv_broker_new(const char *endpoints, int hb_ms, int liveness,
+                           int default_deadline_ms)
+{
+    if (!endpoints || hb_ms <= 0 || liveness <= 0 || default_deadline_ms <= 0)
+        return NULL;
+    qv_broker_t *self = (qv_broker_t *) calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    self->hb_ms = hb_ms;
+    self->liveness = liveness;
+    self->default_deadline_ms = default_deadline_ms;
+    self->port = -1;
+    self->next_expiry = S_NEVER;
+    self->services = zhashx_new();
+    self->workers = zhashx_new();
+    self->router = zsock_new(ZMQ_ROUTER);
+    if (!self->services || !self->workers || !self->router)
+        goto fail;
+    zhashx_set_destructor(self->services, s_service_free);
+    zhashx_set_destructor(self->workers, s_worker_free);
+    zsock_set_router_mandatory(self->router, 1);
+    zsock_set_linger(self->router, 0);
+    /* Deep pipes: the broker never blocks, so a shallow pipe would only drop sooner. */
+    zsock_set_sndhwm(self->router, 100000);
+    zsock_set_rcvhwm(self->router, 100000);
+
+    char *list = strdup(endpoints), *save = NULL;
+    if (!list)
+        goto fail;
+    int binds = 0;
+    for (char *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        size_t n = strlen(ep);
+        while (n > 0 && ep[n - 1] == ' ')
+            ep[--n] = '\0';
+        if (n == 0)
+            continue;
+        int rc = zsock_bind(self->router, "%s", ep);
+        if (rc < 0) {
+            qv_warn("mdp broker: cannot bind %s: %s", ep, zmq_strerror(zmq_errno()));
+            free(list);
+            goto fail;
+        }
+        if (strncmp(ep, "tcp://", 6) == 0 && self->port < 0) {
+            char *last = zsock_last_endpoint(self->router);   /* caller frees */
+            const char *colon = last ? strrchr(last, ':') : NULL;
+            self->port = colon ? atoi(colon + 1) : rc;
+            zstr_free(&last);
+        }
+        binds++;
+    }
+    free(list);
+    if (binds == 0)
+        goto fail;
+    self->actor = zactor_new(s_broker_actor, self);
+    if (!self->actor)
+        goto fail;
+    return self;
+fail:
+    zsock_destroy(&self->router);
+    zhashx_destroy(&self->services);
+    zhashx_destroy(&self->workers);
+    pthread_mutex_destroy(&self->lock);
+    free(self);
+    return NULL;
+}
+
+void qv_broker_destroy(qv_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    qv_broker_t *self = *self_p;
+    zactor_destroy(&self->actor);      /* $TERM, and waits for the thread */
+    if (self->malformed || self->unroutable)
+        qv_info("mdp broker: stopped; dropped %llu malformed, %llu unroutable",
+                (unsigned long long) self->malformed, (unsigned long long) self->unroutable);
+    zsock_destroy(&self->router);
+    zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->services);
+    pthread_mutex_destroy(&self->lock);
+    free(self);
+    *self_p = NULL;
+}
+
+int qv_broker_stats(qv_broker_t *self, qv_broker_service_stats_t *out, int max)
+{
+    if (!self)
+        return 0;
+    pthread_mutex_lock(&self->lock);
+    int64_t now = qv_mono_ms();
+    int n = 0;
+    for (s_service_t *s = (s_service_t *) zhashx_first(self->services); s;
+         s = (s_service_t *) zhashx_next(self->services), n++) {
+        if (!out || n >= max)
+            continue;
+        qv_broker_service_stats_t *o = &out[n];
+        memset(o, 0, sizeof *o);
+        snprintf(o->name, sizeof o->name, "%s", s->name);
+        o->workers = s->workers;
+        o->ready = (int) zlistx_size(s->ready);
+        o->queued = (int) zlistx_size(s->queue);
+        o->inflight = s->inflight;
+        o->last_heartbeat_age_ms = s->last_heard < 0 ? -1 : now - s->last_heard;
+        o->requests = s->requests;
+        o->expired = s->expired;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return n;
+}
+
+int qv_broker_port(qv_broker_t *self)
+{
+    return self ? self->port : -1;
+}
+
+/* For the selftest (same library): what the broker threw away. */
+void qv_broker_counters_(qv_broker_t *self, uint64_t *malformed, uint64_t *unroutable,
+                         uint64_t *disconnected);
+void qv_broker_counters_(qv_broker_t *self, uint64_t *malformed, uint64_t *unroutable,
+                         uint64_t *disconnected)
+{
+    pthread_mutex_lock(&self->lock);
+    *malformed = self->malformed;
+    *unroutable = self->unroutable;
+    *disconnected = self->disconnected;
+    pthread_mutex_unlock(&self->lock);
+}
