@@ -1,0 +1,264 @@
+/* dbopt_server: the method table and its handlers. A handler turns one QueryRequest into one
+ * catalog statement through the pool and the PGresult into a QueryReply; it never builds SQL
+ * from the request (the name only selects a catalog row, the values travel as parameters). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dbopt_server.h"
+#include "dbopt_pool.h"
+#include "dbopt_catalog.h"
+#include "dbopt_conninfo.h"
+#include "qv_rpc.h"
+#include "qv_log.h"
+#include "qv_clock.h"
+#include "quaver/v1/dbopt.pb-c.h"
+
+typedef struct {
+    const dbopt_cfg_t *cfg;
+    dbopt_pool_t      *pool;
+    qv_server_t       *server;
+    int64_t            started_ms;
+} s_app_t;
+
+/* PGresult -> QueryReply, packed into reply at once (so everything here can be freed right
+ * after). Cells point into res, which outlives the packing. */
+static int s_reply_rows(qv_reply_t *reply, PGresult *res)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    Quaver__V1__QueryReply out = QUAVER__V1__QUERY_REPLY__INIT;
+    char **cols = calloc((size_t) ncols + 1, sizeof *cols);
+    Quaver__V1__Row *rows = calloc((size_t) nrows + 1, sizeof *rows);
+    Quaver__V1__Row **rowp = calloc((size_t) nrows + 1, sizeof *rowp);
+    Quaver__V1__Value *cells = calloc((size_t) nrows * (size_t) ncols + 1, sizeof *cells);
+    Quaver__V1__Value **cellp = calloc((size_t) nrows * (size_t) ncols + 1, sizeof *cellp);
+    int rc = -1;
+    if (cols && rows && rowp && cells && cellp) {
+        for (int c = 0; c < ncols; c++)
+            cols[c] = PQfname(res, c);
+        for (int r = 0; r < nrows; r++) {
+            quaver__v1__row__init(&rows[r]);
+            rows[r].n_cells = (size_t) ncols;
+            rows[r].cells = &cellp[(size_t) r * (size_t) ncols];
+            for (int c = 0; c < ncols; c++) {
+                size_t i = (size_t) r * (size_t) ncols + (size_t) c;
+                quaver__v1__value__init(&cells[i]);
+                cells[i].is_null = PQgetisnull(res, r, c);
+                cells[i].text = PQgetvalue(res, r, c);   /* "" for NULL */
+                cellp[i] = &cells[i];
+            }
+            rowp[r] = &rows[r];
+        }
+        out.n_columns = (size_t) ncols;
+        out.columns = cols;
+        out.n_rows = (size_t) nrows;
+        out.rows = rowp;
+        const char *affected = PQcmdTuples(res);
+        out.rows_affected = affected && *affected ? atoll(affected) : nrows;
+        rc = qv_reply_set(reply, &out.base);
+    }
+    free(cols);
+    free(rows);
+    free(rowp);
+    free(cells);
+    free(cellp);
+    return rc;
+}
+
+static int s_run(s_app_t *app, const qv_call_t *call, const ProtobufCMessage *msg,
+                 qv_reply_t *reply, bool want_readonly)
+{
+    const Quaver__V1__QueryRequest *req = (const Quaver__V1__QueryRequest *) msg;
+    const dbopt_stmt_t *st = dbopt_catalog_find(req->name, NULL);
+    if (!st)
+        return qv_reply_error(reply, 404, "unknown catalog statement '%.80s'",
+                              req->name ? req->name : "");
+    if (st->readonly != want_readonly)
+        return qv_reply_error(reply, 400, st->readonly
+                              ? "statement '%s' is read-only: call Query, not Exec"
+                              : "statement '%s' writes: call Exec, not Query", st->name);
+    if (req->n_params != (size_t) st->nparams)
+        return qv_reply_error(reply, 400, "statement '%s' takes %d parameters, got %zu",
+                              st->name, st->nparams, req->n_params);
+    const char *values[16];     /* the widest catalog statement has 8 */
+    if (st->nparams > (int) (sizeof values / sizeof values[0]))
+        return qv_reply_error(reply, 500, "statement '%s': too many parameters", st->name);
+    for (int i = 0; i < st->nparams; i++) {
+        const Quaver__V1__Value *v = req->params[i];
+        values[i] = (!v || v->is_null) ? NULL : (v->text ? v->text : "");
+    }
+    dbopt_error_t err;
+    PGresult *res = dbopt_pool_run(app->pool, st, values, st->nparams, call->deadline_ms,
+                                   call->request_id, &err);
+    if (!res)
+        return qv_reply_error(reply, err.status, "%s", err.text);
+    int rc = s_reply_rows(reply, res);
+    PQclear(res);
+    if (rc < 0)
+        return qv_reply_error(reply, 500, "out of memory building the reply");
+    return 200;
+}
+
+static int s_query(void *app, const qv_call_t *call, const ProtobufCMessage *req,
+                   qv_reply_t *reply)
+{
+    return s_run(app, call, req, reply, true);
+}
+
+static int s_exec(void *app, const qv_call_t *call, const ProtobufCMessage *req,
+                  qv_reply_t *reply)
+{
+    return s_run(app, call, req, reply, false);
+}
+
+static int s_health(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                    qv_reply_t *reply)
+{
+    s_app_t *app = appv;
+    char detail[512];
+    dbopt_ping_t ping = dbopt_pool_ping(app->pool, call->deadline_ms, detail, sizeof detail);
+    static const char *const state[] = { [DBOPT_DOWN] = "down", [DBOPT_BUSY] = "degraded",
+                                         [DBOPT_UP] = "up" };
+    static const char *const status[] = { [DBOPT_DOWN] = "down", [DBOPT_BUSY] = "degraded",
+                                          [DBOPT_UP] = "ok" };
+    Quaver__V1__Dependency dep = QUAVER__V1__DEPENDENCY__INIT;
+    dep.name = "postgresql";
+    dep.state = (char *) state[ping];
+    dep.detail = detail;
+    Quaver__V1__Dependency *deps[1] = { &dep };
+    Quaver__V1__HealthReply h = QUAVER__V1__HEALTH_REPLY__INIT;
+    h.service = "dbopt";
+    h.instance = (char *) qv_server_instance(app->server);
+    /* without PostgreSQL dbopt can answer nothing but 503: that is down; a saturated pool
+     * still serves, slowly: degraded */
+    h.status = (char *) status[ping];
+    h.n_dependencies = 1;
+    h.dependencies = deps;
+    h.uptime_ms = qv_mono_ms() - app->started_ms;
+    if (qv_reply_set(reply, &h.base) < 0)
+        return qv_reply_error(reply, 500, "out of memory");
+    return 200;
+}
+
+/* Stats: the registry's own view (qv_stats_from_metrics) followed by the pool and one
+ * calls/errors/avg_ms triple per catalog statement. */
+static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                   qv_reply_t *reply)
+{
+    s_app_t *app = appv;
+    size_t nst = dbopt_catalog_count();
+    dbopt_pool_stats_t ps;
+    dbopt_stmt_stats_t *per = calloc(nst, sizeof *per);
+    if (!per)
+        return qv_reply_error(reply, 500, "out of memory");
+    dbopt_pool_stats(app->pool, &ps, per);
+    Quaver__V1__StatsReply *base = qv_stats_from_metrics(qv_server_metrics(app->server), "dbopt");
+    size_t nbase = base ? base->n_stats : 0;
+
+    enum { POOL_STATS = 8 };
+    size_t nmine = POOL_STATS + 3 * nst;
+    Quaver__V1__Stat *mine = calloc(nmine, sizeof *mine);
+    char (*names)[96] = calloc(nmine, sizeof *names);
+    Quaver__V1__Stat **all = calloc(nbase + nmine + 1, sizeof *all);
+    int rc = -1;
+    if (mine && names && all) {
+        size_t k = 0;
+        const struct { const char *name; double v; } pool[POOL_STATS] = {
+            { "db_pool.max", ps.max }, { "db_pool.open", ps.open },
+            { "db_pool.active", ps.active }, { "db_pool.idle", ps.idle },
+            { "db_pool.waiting", ps.waiting }, { "db_pool.up", ps.up },
+            { "db_pool.connections_opened", (double) ps.opened },
+            { "db_pool.connect_failures", (double) ps.connect_failures },
+        };
+        for (int i = 0; i < POOL_STATS; i++, k++) {
+            quaver__v1__stat__init(&mine[k]);
+            snprintf(names[k], sizeof names[k], "%s", pool[i].name);
+            mine[k].name = names[k];
+            mine[k].value = pool[i].v;
+        }
+        for (size_t i = 0; i < nst; i++) {
+            const char *suffix[3] = { "calls", "errors", "avg_ms" };
+            double v[3] = { (double) per[i].calls, (double) per[i].errors, per[i].avg_ms };
+            for (int j = 0; j < 3; j++, k++) {
+                quaver__v1__stat__init(&mine[k]);
+                snprintf(names[k], sizeof names[k], "stmt.%s.%s", dbopt_catalog[i].name,
+                         suffix[j]);
+                mine[k].name = names[k];
+                mine[k].value = v[j];
+            }
+        }
+        for (size_t i = 0; i < nbase; i++)
+            all[i] = base->stats[i];
+        for (size_t i = 0; i < nmine; i++)
+            all[nbase + i] = &mine[i];
+        Quaver__V1__StatsReply out = QUAVER__V1__STATS_REPLY__INIT;
+        out.service = "dbopt";
+        out.n_stats = nbase + nmine;
+        out.stats = all;
+        rc = qv_reply_set(reply, &out.base);
+    }
+    free(all);
+    free(names);
+    free(mine);
+    free(per);
+    if (base)
+        qv_stats_reply_free(base);
+    if (rc < 0)
+        return qv_reply_error(reply, 500, "out of memory");
+    return 200;
+}
+
+static const qv_method_t s_methods[] = {
+    { "Query",  &quaver__v1__query_request__descriptor, s_query,  QV_READONLY },
+    { "Exec",   &quaver__v1__query_request__descriptor, s_exec,   0 },
+    { "Health", &quaver__v1__empty__descriptor,         s_health, QV_READONLY },
+    { "Stats",  &quaver__v1__empty__descriptor,         s_stats,  QV_READONLY },
+    { NULL, NULL, NULL, 0 }
+};
+
+static void s_tick(void *appv)
+{
+    s_app_t *app = appv;
+    dbopt_pool_tick(app->pool);
+}
+
+int dbopt_server_run(const dbopt_cfg_t *cfg)
+{
+    s_app_t app = { .cfg = cfg, .started_ms = qv_mono_ms() };
+    app.server = qv_server_new("dbopt", (const qv_common_cfg_t *) cfg, s_methods, &app);
+    if (!app.server) {
+        qv_error("cannot create the server (broker '%s')", cfg->broker);
+        return 1;
+    }
+    char masked[512];
+    dbopt_conninfo_mask(cfg->database_url, masked, sizeof masked);
+    dbopt_pool_opts_t opts = {
+        .conninfo = cfg->database_url,
+        .max = (int) cfg->db_pool_max,
+        .acquire_timeout_s = cfg->db_pool_timeout,
+        .connect_timeout_s = (int) cfg->db_connect_timeout,
+        .statement_timeout_ms = (int) cfg->statement_timeout_ms,
+        .slow_query_ms = (int) cfg->slow_query_threshold,
+        .migrations_dir = cfg->migrations_dir,
+        .metrics = qv_server_metrics(app.server),
+        .bus = qv_server_bus(app.server),
+    };
+    app.pool = dbopt_pool_new(&opts);
+    if (!app.pool) {
+        qv_error("cannot create the connection pool");
+        qv_server_destroy(&app.server);
+        return 1;
+    }
+    qv_info("database %s, pool %d, migrations %s", masked, opts.max, cfg->migrations_dir);
+    /* Not fatal: without PostgreSQL we still register with the broker and answer 503, and
+     * the timer below connects (and migrates) as soon as it can. */
+    (void) dbopt_pool_start(app.pool);
+    int rc = 0;
+    if (qv_server_add_timer(app.server, 1000, s_tick) < 0) {
+        qv_error("cannot add the pool timer");
+        rc = 1;
+    } else if (qv_server_run(app.server) < 0)
+        rc = 1;
+    qv_server_destroy(&app.server);
+    dbopt_pool_destroy(&app.pool);
+    return rc;
+}
