@@ -1,0 +1,56 @@
+/* cache_redis: the shared tier, one synchronous hiredis (RESP2) connection behind a mutex,
+ * with connect and command timeouts. It never makes a caller wait for a Redis that is known to
+ * be down: the first transport error marks the tier down and every call then fails at once
+ * (-1) until cache_redis_tick(), run from the server's timer, has reconnected. Reconnects are
+ * tried at most once per back-off period (500 ms doubling to 10 s), never per request.
+ * Keys are passed in full ("quaver:<namespace>:<key>") and are binary-safe.
+ * Writes made while down are remembered (bounded list of keys and prefixes) and, on
+ * reconnect, replayed as UNLINKs before the connection is used again: a Set or Delete seen
+ * while Redis was away must not let Redis serve the value from before it afterwards.
+ * Thread-safe. One connection serialises Redis round trips; at a 200 ms timeout and sub-ms
+ * round trips that is enough for the foundation, and a pool can replace it behind this API. */
+#ifndef CACHE_REDIS_H
+#define CACHE_REDIS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+typedef struct cache_redis_t cache_redis_t;
+
+/* url: redis://[[user]:password@]host[:port][/db]. Tries to connect once; a Redis that is down
+ * at start is not an error (the tier starts down and the timer retries). Returns NULL only on
+ * a URL it cannot parse or no memory. Caller owns the result (cache_redis_destroy). */
+cache_redis_t *cache_redis_new(const char *url, int timeout_ms);
+void cache_redis_destroy(cache_redis_t **self_p);
+
+/* The timer's work: reconnects when down and the back-off has passed, pings when up and idle.
+ * Returns 1 when the tier just came back up, else 0. Call from one thread only. */
+int cache_redis_tick(cache_redis_t *self);
+/* fn(ctx) runs on reconnect with this tier's lock held, after the missed writes are replayed
+ * and before any request can use the new connection (the server flushes its local tier
+ * there). fn must not call back into cache_redis. Set before the tier is shared. */
+void cache_redis_on_reconnect(cache_redis_t *self, void (*fn)(void *ctx), void *ctx);
+
+bool cache_redis_up(cache_redis_t *self);
+uint64_t cache_redis_errors(cache_redis_t *self);
+/* "host:port" and the last error text, for health. Copies into buf. */
+void cache_redis_describe(cache_redis_t *self, char *buf, size_t len);
+
+/* 1 hit (*value_p malloc'd, caller frees; *pttl_p ms left or -1 for none), 0 miss,
+ * -1 down or error. */
+int cache_redis_get(cache_redis_t *self, const char *key, uint8_t **value_p, size_t *vlen_p,
+                    int64_t *pttl_p);
+/* SET key value PX ttl_ms (ttl_ms > 0). 0 or -1. */
+int cache_redis_set(cache_redis_t *self, const char *key, const void *value, size_t vlen,
+                    int64_t ttl_ms);
+/* UNLINK key. Returns the number removed (0/1) or -1. */
+int cache_redis_del(cache_redis_t *self, const char *key);
+/* Removes every key starting with prefix: SCAN MATCH <escaped prefix>* + UNLINK per batch
+ * (never KEYS, which blocks Redis). The lock is released between batches so other calls go
+ * on. Returns how many were removed, or -1 when Redis failed part way. */
+int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix);
+
+/* Writes prefix with the glob characters * ? [ ] \ escaped, then '*', into out (NUL-ended).
+ * Returns 0, -1 when it does not fit. Exposed for the selftest. */
+int cache_redis_match_pattern(const char *prefix, char *out, size_t len);
+#endif

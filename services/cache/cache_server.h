@@ -1,0 +1,40 @@
+/* cache_server: the cache daemon's loop. Serves the `cache` MDP service (Get, Set, Delete,
+ * InvalidatePrefix, Health, Stats; docs/CONTRACTS.md) over a local tier (cache_store) in front
+ * of Redis (cache_redis). Redis being down never fails a call: reads fall back to the local
+ * tier, writes go to the local tier only. */
+#ifndef CACHE_SERVER_H
+#define CACHE_SERVER_H
+#include "qv_config.h"
+#include "qv_rpc.h"
+
+typedef struct {
+    QV_COMMON_CFG_FIELDS
+    char   *redis_url;
+    int64_t local_max_entries;
+    int64_t local_max_bytes;
+    int64_t cache_ttl;          /* seconds: the default TTL when a Set gives ttl_ms 0 */
+    bool    cache_enabled;      /* false: every Get misses and Set/Delete do nothing */
+    int64_t max_key_bytes;
+    int64_t max_value_bytes;
+    int64_t redis_timeout_ms;
+} cache_cfg_t;
+
+/* Runs until SIGINT/SIGTERM. cfg is borrowed. Returns 0 on a clean stop, -1 if it could not
+ * start (message logged). */
+int cache_server_run(const cache_cfg_t *cfg);
+
+/* The application state and the handlers, exposed for the selftest, which drives them through
+ * qv_dispatch without a broker. */
+typedef struct cache_app_t cache_app_t;
+/* redis_url NULL = no Redis tier at all (selftests). Caller owns; cache_app_destroy frees. */
+cache_app_t *cache_app_new(const cache_cfg_t *cfg, const char *redis_url);
+void cache_app_destroy(cache_app_t **self_p);
+/* Where the app publishes its metrics (may stay unset). Borrowed; must outlive the app. */
+void cache_app_set_metrics(cache_app_t *self, qv_metrics_t *metrics);
+/* The timer's work: Redis reconnects, expiry sweep, gauges. */
+void cache_app_tick(void *app);
+/* True when the app has a Redis tier and it is up (for tests). */
+bool cache_redis_up_for_test(cache_app_t *self);
+/* The method table (ends with a NULL name). */
+extern const qv_method_t cache_methods[];
+#endif

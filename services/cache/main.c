@@ -1,0 +1,45 @@
+/* quaver-cache: the two-tier cache daemon. Loads the key table below, then runs cache_server. */
+#include "cache_server.h"
+#include "qv_log.h"
+#include <stdio.h>
+
+static const qv_cfg_key_t s_keys[] = {
+    QV_COMMON_CFG_KEYS(cache_cfg_t),
+    { "redis_url", QV_CFG_STR, offsetof(cache_cfg_t, redis_url), "redis://127.0.0.1:6379",
+      0, 1024, "REDIS_URL", QV_CFG_NONEMPTY | QV_CFG_SECRET,
+      "the shared tier: redis://[[user]:password@]host[:port][/db]" },
+    { "local_max_entries", QV_CFG_INT, offsetof(cache_cfg_t, local_max_entries), "10000",
+      1, 100000000, NULL, 0, "most entries in the local tier" },
+    { "local_max_bytes", QV_CFG_INT, offsetof(cache_cfg_t, local_max_bytes), "104857600",
+      1024, 68719476736.0, NULL, 0, "most key+value bytes in the local tier" },
+    { "cache_ttl", QV_CFG_INT, offsetof(cache_cfg_t, cache_ttl), "300", 1, 2592000, "CACHE_TTL",
+      0, "default TTL (s) when a Set gives ttl_ms 0; also caps local copies of Redis hits" },
+    { "cache_enabled", QV_CFG_BOOL, offsetof(cache_cfg_t, cache_enabled), "true", 0, 0,
+      "CACHE_ENABLED", 0, "false: every Get misses, Set stores nothing (Delete still deletes)" },
+    { "max_key_bytes", QV_CFG_INT, offsetof(cache_cfg_t, max_key_bytes), "512", 1, 65536, NULL,
+      0, "longest key (and prefix) accepted" },
+    { "max_value_bytes", QV_CFG_INT, offsetof(cache_cfg_t, max_value_bytes), "8388608", 0,
+      536870912, NULL, 0, "largest value accepted" },
+    { "redis_timeout_ms", QV_CFG_INT, offsetof(cache_cfg_t, redis_timeout_ms), "200", 1, 60000,
+      NULL, 0, "Redis connect and command timeout" },
+    { NULL, 0, 0, NULL, 0, 0, NULL, 0, NULL }
+};
+
+int main(int argc, char **argv)
+{
+    cache_cfg_t cfg = { 0 };
+    int rc = qv_config_load(s_keys, &cfg, "cache", argc, argv, NULL);
+    if (rc != 0) {
+        qv_config_free(s_keys, &cfg);
+        return rc > 0 ? 0 : 1;
+    }
+    if (qv_log_init("cache", cfg.log_format, cfg.log_level) != 0) {
+        fprintf(stderr, "cache: bad log_format '%s' or log_level '%s'\n", cfg.log_format,
+                cfg.log_level);
+        qv_config_free(s_keys, &cfg);
+        return 1;
+    }
+    rc = cache_server_run(&cfg);
+    qv_config_free(s_keys, &cfg);
+    return rc == 0 ? 0 : 1;
+}
