@@ -89,26 +89,32 @@ struct qv_broker_t {
 
 /* ---- sending --------------------------------------------------------------------------- */
 
-/* Sends msg on the ROUTER without blocking and destroys it. A refused send (EHOSTUNREACH from
- * ROUTER_MANDATORY, EAGAIN on a full pipe) is counted: that peer is gone or not reading. */
-static void s_send(qv_broker_t *self, zmsg_t **msg_p)
+/* Sends msg on the ROUTER without blocking; msg stays the caller's either way. Returns -1 when
+ * the ROUTER refused it (EHOSTUNREACH from ROUTER_MANDATORY: the peer is gone; EAGAIN: its
+ * pipe is full). Only the routing frame can be refused (a message is atomic), and frames are
+ * sent with ZFRAME_REUSE, so a refused msg is intact and can be retried elsewhere. */
+static int s_try_send(qv_broker_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = *msg_p;
     void *handle = zsock_resolve(self->router);
     size_t n = zmsg_size(msg), i = 0;
     for (zframe_t *f = zmsg_first(msg); f; f = zmsg_next(msg), i++) {
         int flags = ZFRAME_REUSE | ZFRAME_DONTWAIT | (i + 1 < n ? ZFRAME_MORE : 0);
-        if (zframe_send(&f, handle, flags) != 0) {
-            /* Only the routing frame can be refused: the rest of a message is atomic. */
-            self->unroutable++;
-            break;
-        }
+        if (zframe_send(&f, handle, flags) != 0)
+            return -1;
     }
+    return 0;
+}
+
+/* Sends and destroys msg; a refused send is dropped and counted. */
+static void s_send(qv_broker_t *self, zmsg_t **msg_p)
+{
+    if (s_try_send(self, *msg_p) != 0)
+        self->unroutable++;
     zmsg_destroy(msg_p);
 }
 
-/* [identity] "" MDPW01 <command> <body...>; takes body (may be NULL). */
-static void s_send_worker(qv_broker_t *self, zframe_t *identity, int command, zmsg_t *body)
+/* [identity] "" MDPW01 <command> */
+static zmsg_t *s_worker_msg(zframe_t *identity, int command, zmsg_t *body)
 {
     zmsg_t *msg = body ? body : zmsg_new();
     char cmd = (char) command;
@@ -116,6 +122,13 @@ static void s_send_worker(qv_broker_t *self, zframe_t *identity, int command, zm
     zmsg_pushstr(msg, QV_MDPW);
     zmsg_pushmem(msg, "", 0);
     zmsg_prepend(msg, &(zframe_t *){ zframe_dup(identity) });
+    return msg;
+}
+
+/* [identity] "" MDPW01 <command> <body...>; takes body (may be NULL). */
+static void s_send_worker(qv_broker_t *self, zframe_t *identity, int command, zmsg_t *body)
+{
+    zmsg_t *msg = s_worker_msg(identity, command, body);
     s_send(self, &msg);
 }
 
@@ -230,6 +243,21 @@ static void s_service_maybe_forget(qv_broker_t *self, s_service_t *s)
         zhashx_delete(self->services, s->name);
 }
 
+/* Forgets a worker; tells it DISCONNECT first when tell is set (it may still be alive, e.g.
+ * busy past its liveness, and should reconnect cleanly). A request it held is lost. */
+static void s_worker_delete(qv_broker_t *self, s_worker_t *w, bool tell)
+{
+    if (tell)
+        s_send_worker(self, w->identity, QV_MDPW_DISCONNECT, NULL);
+    s_service_t *s = w->service;
+    if (w->ready_handle)
+        zlistx_delete(s->ready, w->ready_handle);
+    if (w->busy)
+        s->inflight--;
+    s->workers--;
+    zhashx_delete(self->workers, w->key);
+}
+
 /* Hands queued requests to ready workers, oldest request to least recently used worker. */
 static void s_dispatch(qv_broker_t *self, s_service_t *s)
 {
@@ -247,19 +275,39 @@ static void s_dispatch(qv_broker_t *self, s_service_t *s)
         zlistx_detach(s->queue, NULL);
         s_worker_t *w = (s_worker_t *) zlistx_detach(s->ready, NULL);
         w->ready_handle = NULL;
-        w->busy = true;
-        /* A 7/MDP worker does not heartbeat while it runs a request, so silence is expected
-         * until the request's deadline; after that the client has given up anyway. */
-        w->busy_until = r->deadline + (int64_t) self->hb_ms * self->liveness;
-        s->inflight++;
-        s->requests++;
-        /* REQUEST body: client-address "" body... */
+        int64_t deadline = r->deadline;
+        /* REQUEST: [worker] "" MDPW01 0x02 client-address "" body... */
         zmsg_t *msg = r->body;
         r->body = NULL;
         zmsg_pushmem(msg, "", 0);
         zmsg_prepend(msg, &r->client);
+        msg = s_worker_msg(w->identity, QV_MDPW_REQUEST, msg);
+        if (s_try_send(self, msg) != 0) {
+            /* The worker's connection is gone (killed, not yet expired): nothing was sent,
+             * so the request goes back to the head of the queue for the next worker instead
+             * of being lost, and we forget this worker now rather than at its expiry. */
+            for (int k = 0; k < 4; k++) {          /* worker id, "", MDPW01, command */
+                zframe_t *f = zmsg_pop(msg);
+                zframe_destroy(&f);
+            }
+            r->client = zmsg_pop(msg);
+            zframe_t *empty = zmsg_pop(msg);
+            zframe_destroy(&empty);
+            r->body = msg;
+            zlistx_add_start(s->queue, r);
+            self->unroutable++;
+            self->disconnected++;
+            s_worker_delete(self, w, false);
+            continue;
+        }
+        zmsg_destroy(&msg);
         s_request_destroy(&r);
-        s_send_worker(self, w->identity, QV_MDPW_REQUEST, msg);
+        w->busy = true;
+        /* A 7/MDP worker does not heartbeat while it runs a request, so silence is expected
+         * until the request's deadline; after that the client has given up anyway. */
+        w->busy_until = deadline + (int64_t) self->hb_ms * self->liveness;
+        s->inflight++;
+        s->requests++;
     }
 }
 
@@ -270,21 +318,6 @@ static void s_worker_ready(qv_broker_t *self, s_worker_t *w)
     w->busy = false;
     w->ready_handle = zlistx_add_end(w->service->ready, w);
     s_dispatch(self, w->service);
-}
-
-/* Forgets a worker; tells it DISCONNECT first when tell is set (it may still be alive, e.g.
- * busy past its liveness, and should reconnect cleanly). A request it held is lost. */
-static void s_worker_delete(qv_broker_t *self, s_worker_t *w, bool tell)
-{
-    if (tell)
-        s_send_worker(self, w->identity, QV_MDPW_DISCONNECT, NULL);
-    s_service_t *s = w->service;
-    if (w->ready_handle)
-        zlistx_delete(s->ready, w->ready_handle);
-    if (w->busy)
-        s->inflight--;
-    s->workers--;
-    zhashx_delete(self->workers, w->key);
 }
 
 static void s_worker_refresh(qv_broker_t *self, s_worker_t *w, int64_t now)
@@ -320,7 +353,8 @@ static void s_on_worker(qv_broker_t *self, zframe_t *sender, zmsg_t *msg)
             self->disconnected++;
             s_worker_delete(self, w, true);
         }
-        else if (!s_name_ok(svc) || (zframe_size(svc) >= 4 && memcmp(zframe_data(svc), "mmi.", 4) == 0)) {
+        else if (!s_name_ok(svc)
+                 || (zframe_size(svc) >= 4 && memcmp(zframe_data(svc), "mmi.", 4) == 0)) {
             self->malformed++;
             s_send_worker(self, sender, QV_MDPW_DISCONNECT, NULL);
         }
@@ -563,14 +597,21 @@ static void s_heartbeat(qv_broker_t *self, int64_t now)
             if (dead)
                 zlistx_add_end(dead, w);
         }
-        else
-            s_send_worker(self, w->identity, QV_MDPW_HEARTBEAT, NULL);
+        else {
+            zmsg_t *hb = s_worker_msg(w->identity, QV_MDPW_HEARTBEAT, NULL);
+            if (s_try_send(self, hb) != 0 && errno == EHOSTUNREACH && dead) {
+                /* its connection closed (process killed): forget it now, not at expiry */
+                self->unroutable++;
+                zlistx_add_end(dead, w);
+            }
+            zmsg_destroy(&hb);
+        }
     }
     if (dead) {
         for (s_worker_t *w = (s_worker_t *) zlistx_first(dead); w;
              w = (s_worker_t *) zlistx_next(dead)) {
             self->disconnected++;
-            s_worker_delete(self, w, true);
+            s_worker_delete(self, w, w->expiry <= now);
         }
         zlistx_destroy(&dead);
     }

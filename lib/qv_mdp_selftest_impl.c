@@ -15,6 +15,7 @@
 
 #define S_HB        100
 #define S_LIVENESS  3
+#define S_DEFAULT_DEADLINE 600
 
 static int s_failed;
 #define S_CHECK(cond, ...) do { if (!(cond)) { s_failed = 1; \
@@ -51,10 +52,10 @@ static void *s_echo_main(void *arg)
 
 /* The worker is made here and handed to its thread (thread creation is the memory barrier
  * ZeroMQ needs to move a socket between threads). */
-static s_echo_t *s_echo_start(const char *ep, const char *service, const char *tag)
+static s_echo_t *s_echo_start_hb(const char *ep, const char *service, const char *tag, int hb)
 {
     s_echo_t *e = (s_echo_t *) calloc(1, sizeof *e);
-    e->worker = qv_worker_new(ep, service, S_HB, S_LIVENESS);
+    e->worker = qv_worker_new(ep, service, hb, S_LIVENESS);
     e->tag = tag;
     atomic_init(&e->done, false);
     if (!e->worker || pthread_create(&e->thread, NULL, s_echo_main, e) != 0) {
@@ -63,6 +64,11 @@ static s_echo_t *s_echo_start(const char *ep, const char *service, const char *t
         return NULL;
     }
     return e;
+}
+
+static s_echo_t *s_echo_start(const char *ep, const char *service, const char *tag)
+{
+    return s_echo_start_hb(ep, service, tag, S_HB);
 }
 
 /* Stops the worker from this (another) thread; returns the ms recv took to notice. */
@@ -193,6 +199,20 @@ static void *s_tls_thread(void *arg)
 
 void qv_broker_counters_(qv_broker_t *self, uint64_t *malformed, uint64_t *unroutable,
                          uint64_t *disconnected);
+void qv_worker_test_hooks_(int (*lookup)(const char *host, char *ips, size_t len),
+                           int resolve_ms);
+
+static atomic_int s_dns_stage;
+
+static int s_fake_lookup(const char *host, char *ips, size_t len)
+{
+    static const char *answers[] = { "127.0.0.1", "127.0.0.1,127.0.0.2", "127.0.0.2" };
+    int stage = atomic_load(&s_dns_stage);
+    if (strcmp(host, "brokers.quaver.test") != 0 || stage > 2)
+        return -1;
+    snprintf(ips, len, "%s", answers[stage]);
+    return 0;
+}
 
 /* ---- the test ---------------------------------------------------------------------------- */
 
@@ -203,7 +223,7 @@ int qv_mdp_selftest(void)
     fflush(stdout);
     int64_t t_start = qv_mono_ms();
     qv_broker_t *b = qv_broker_new("tcp://127.0.0.1:*, inproc://qv-mdp-selftest", S_HB,
-                                   S_LIVENESS, 300);
+                                   S_LIVENESS, S_DEFAULT_DEADLINE);
     S_CHECK(b, "broker did not start");
     if (!b)
         return 1;
@@ -234,13 +254,13 @@ int qv_mdp_selftest(void)
     int64_t t0 = qv_mono_ms();
     S_CHECK(s_call_is(c, "nosuch", "ping", "503"), "plain 503");
     int64_t waited = qv_mono_ms() - t0;
-    S_CHECK(waited >= 250 && waited < 2000, "503 after %lld ms, default deadline is 300",
-            (long long) waited);
+    S_CHECK(waited >= S_DEFAULT_DEADLINE - 20 && waited < 5000,
+            "503 after %lld ms, default deadline is %d", (long long) waited, S_DEFAULT_DEADLINE);
     /* ... a Call body -> a Result{503} at the Call's own deadline. */
     {
         Quaver__V1__Call call = QUAVER__V1__CALL__INIT;
         call.method = "Get";
-        call.deadline_ms = qv_wall_ms() + 150;
+        call.deadline_ms = qv_wall_ms() + 100;
         uint8_t buf[64];
         size_t len = quaver__v1__call__pack(&call, buf);
         zmsg_t *reply = NULL;
@@ -253,8 +273,9 @@ int qv_mdp_selftest(void)
                                                                  zframe_data(f)) : NULL;
         S_CHECK(res && res->status == 503 && strstr(res->error, "service cache unavailable"),
                 "Result{503}: %s", res ? res->error : "(none)");
-        S_CHECK(waited >= 100 && waited < 280, "Call deadline 150 ms honoured (%lld ms)",
-                (long long) waited);
+        /* 100 ms, not the default: the margin is wide so that a loaded machine passes */
+        S_CHECK(waited >= 80 && waited < S_DEFAULT_DEADLINE - 100,
+                "Call deadline 100 ms honoured (%lld ms)", (long long) waited);
         if (res)
             quaver__v1__result__free_unpacked(res, NULL);
         zmsg_destroy(&reply);
@@ -269,13 +290,40 @@ int qv_mdp_selftest(void)
     S_CHECK(s_call_is(c, "echo", "1", "1|A") && s_call_is(c, "echo", "2", "2|B")
             && s_call_is(c, "echo", "3", "3|A") && s_call_is(c, "echo", "4", "4|B"),
             "LRU order");
-    qv_broker_service_stats_t st;
+    qv_broker_service_stats_t st = { .workers = -1 };
     S_CHECK(s_find(b, "echo", &st) == 0 && st.workers == 2 && st.requests == 6
             && st.inflight == 0 && st.queued == 0 && st.last_heartbeat_age_ms >= 0,
             "stats workers=%d requests=%llu inflight=%d", st.workers,
             (unsigned long long) st.requests, st.inflight);
     S_CHECK(s_echo_stop(&bw) < 1000, "stop B");
     S_CHECK(s_wait_ready(b, "echo", 1, 1000), "B's DISCONNECT removes it at once");
+
+    /* a request handed to a worker whose process died (connection closed, not yet expired)
+     * goes to the next worker instead of being lost. Slow heartbeats keep the broker from
+     * noticing the death by itself first. */
+    {
+        qv_broker_t *b3 = qv_broker_new("tcp://127.0.0.1:*", 5000, S_LIVENESS, 2000);
+        char ep3[64];
+        snprintf(ep3, sizeof ep3, "tcp://127.0.0.1:%d", qv_broker_port(b3));
+        zsock_t *zombie = s_raw(ep3);
+        s_raw_cmd(zombie, QV_MDPW_READY, "requeue");
+        S_CHECK(s_wait_ready(b3, "requeue", 1, 2000), "zombie READY");
+        s_echo_t *r = s_echo_start_hb(ep3, "requeue", "R", 5000);
+        S_CHECK(s_wait_ready(b3, "requeue", 2, 2000), "second worker READY");
+        zsock_destroy(&zombie);             /* killed: no DISCONNECT */
+        zclock_sleep(200);                  /* the ROUTER sees the connection close */
+        qv_client_t *c3 = qv_client_new(ep3);
+        S_CHECK(s_call_is(c3, "requeue", "x", "x|R"), "request to a dead worker re-queued");
+        S_CHECK(s_find(b3, "requeue", &st) == 0 && st.workers == 1, "dead worker forgotten "
+                "(workers %d)", st.workers);
+        uint64_t m3, u3, d3;
+        qv_broker_counters_(b3, &m3, &u3, &d3);
+        S_CHECK(u3 == 1 && d3 == 1, "refused REQUEST counted (unroutable %llu)",
+                (unsigned long long) u3);
+        qv_client_destroy(&c3);
+        s_echo_stop(&r);
+        qv_broker_destroy(&b3);
+    }
 
     /* a worker found through DNS ("localhost"), and a client per thread */
     s_echo_t *d = s_echo_start(dns, "dnsecho", "D");
@@ -309,6 +357,44 @@ int qv_mdp_selftest(void)
         zmsg_destroy(&none);
         qv_worker_destroy(&idle);
         S_CHECK(qv_worker_new(tcp, "", S_HB, S_LIVENESS) == NULL, "empty service refused");
+        S_CHECK(qv_worker_new("bogus://x", "idle", S_HB, S_LIVENESS) == NULL,
+                "bad endpoint refused");
+        S_CHECK(qv_worker_new(" , ", "idle", S_HB, S_LIVENESS) == NULL, "no endpoint refused");
+    }
+    /* discovery: one DEALER per address of a name, following the answers as they change
+     * (a fake resolver stands in for the headless Service's A records) */
+    {
+        char ep2[64];
+        snprintf(ep2, sizeof ep2, "tcp://127.0.0.2:%d", port);
+        qv_broker_t *b2 = qv_broker_new(ep2, S_HB, S_LIVENESS, S_DEFAULT_DEADLINE);
+        if (!b2)
+            printf("(no 127.0.0.2 here: discovery test skipped) ");
+        else {
+            atomic_store(&s_dns_stage, 0);
+            qv_worker_test_hooks_(s_fake_lookup, 100);
+            char name[64];
+            snprintf(name, sizeof name, "tcp://brokers.quaver.test:%d", port);
+            s_echo_t *m = s_echo_start(name, "disc", "M");
+            S_CHECK(m && s_wait_ready(b, "disc", 1, 3000), "resolved to the first broker");
+            S_CHECK(s_find(b2, "disc", &st) != 0, "not yet on the second broker");
+            atomic_store(&s_dns_stage, 1);     /* a second broker appears */
+            S_CHECK(s_wait_ready(b2, "disc", 1, 3000), "new address connected");
+            atomic_store(&s_dns_stage, 2);     /* the first one vanishes */
+            bool left = false;
+            for (int64_t end = qv_mono_ms() + 3000; !left && qv_mono_ms() < end;
+                 zclock_sleep(10))
+                left = s_find(b, "disc", &st) == 0 && st.workers == 0;
+            S_CHECK(left, "vanished address dropped");
+            atomic_store(&s_dns_stage, 3);     /* lookups fail: keep what we have */
+            zclock_sleep(S_HB * S_LIVENESS * 2);
+            qv_client_t *c2 = qv_client_new(ep2);
+            S_CHECK(s_wait_ready(b2, "disc", 1, 100) && s_call_is(c2, "disc", "dns", "dns|M"),
+                    "a failed lookup keeps the connections");
+            qv_client_destroy(&c2);
+            s_echo_stop(&m);
+            qv_worker_test_hooks_(NULL, 0);
+            qv_broker_destroy(&b2);
+        }
     }
     /* a request dropped without a reply: the next recv starts over, the worker is usable */
     {
@@ -365,8 +451,10 @@ int qv_mdp_selftest(void)
         zclock_sleep(10);
     }
     waited = qv_mono_ms() - t0;
-    S_CHECK(gone && waited <= S_HB * S_LIVENESS + 2 * S_HB + 200, "silent worker still there"
-            " after %lld ms", (long long) waited);
+    /* due at hb * liveness (+ one heartbeat tick); the bound is loose for loaded machines */
+    S_CHECK(gone && waited <= 5 * S_HB * S_LIVENESS, "silent worker still there after %lld ms",
+            (long long) waited);
+    printf("(silent worker gone after %lld ms) ", (long long) waited);
     S_CHECK(s_raw_wait_disconnect(ghost), "expired worker is told DISCONNECT");
 
     /* protocol errors: READY twice, an unknown command, garbage; the broker goes on */
@@ -387,6 +475,38 @@ int qv_mdp_selftest(void)
     zstr_sendx(odd, "", "MDPW01", "", NULL);          /* empty command frame */
     zstr_sendx(odd, "", "MDPW01", "\x01", "mmi.x", NULL);  /* READY for mmi.* */
     S_CHECK(s_raw_wait_disconnect(odd), "READY mmi.* -> DISCONNECT");
+    /* deterministic fuzz: random frames, often behind a valid-looking header */
+    {
+        uint32_t seed = 20261122;
+        for (int i = 0; i < 500; i++) {
+            zmsg_t *m = zmsg_new();
+            seed = seed * 1103515245u + 12345u;
+            int frames = (int) (seed >> 16) % 7;
+            for (int f = 0; f < frames; f++) {
+                seed = seed * 1103515245u + 12345u;
+                int kind = (int) (seed >> 16) % 6;
+                uint8_t junk[80];
+                size_t n = (seed >> 8) % sizeof junk;
+                for (size_t k = 0; k < n; k++) {
+                    seed = seed * 1103515245u + 12345u;
+                    junk[k] = (uint8_t) (seed >> 16);
+                }
+                if (f == 0 && kind < 4)
+                    zmsg_addmem(m, "", 0);
+                else if (f == 1 && kind < 2)
+                    zmsg_addstr(m, QV_MDPW);
+                else if (f == 1 && kind < 4)
+                    zmsg_addstr(m, QV_MDPC);
+                else if (f == 2 && kind < 3)
+                    zmsg_addmem(m, &(char){ (char) (1 + kind % 5) }, 1);
+                else
+                    zmsg_addmem(m, junk, n);
+            }
+            if (zmsg_size(m) > 0)
+                zmsg_send(&m, odd);
+            zmsg_destroy(&m);
+        }
+    }
     S_CHECK(s_call_is(c, "echo", "still", "still|A"), "broker survives garbage");
     qv_broker_counters_(b, &bad1, &unr, &disc1);
     S_CHECK(bad1 - bad0 >= 5 && disc1 - disc0 >= 2, "malformed %llu, disconnected %llu",

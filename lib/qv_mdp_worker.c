@@ -44,6 +44,7 @@ typedef struct {
     char   *host;          /* DNS name to resolve; NULL when connected as given */
     char   *port;
     int64_t next_resolve;  /* mono ms */
+    bool    failing;       /* the last lookup failed (warn once per streak) */
 } s_spec_t;
 
 typedef struct {
@@ -196,40 +197,91 @@ static void s_spec_parse(s_spec_t *sp)
     }
 }
 
-/* Resolves spec i and makes the connections match the answer. */
-static void s_resolve(qv_worker_t *self, int i, int64_t now)
+/* Test hooks (qv_mdp selftest only; set before any worker exists): a fake resolver that
+ * writes "ip,ip,..." and returns 0 (-1: lookup failed), and the re-resolution period. */
+static int (*s_lookup_hook)(const char *host, char *ips, size_t len);
+static int s_resolve_ms = S_RESOLVE_MS;
+
+void qv_worker_test_hooks_(int (*lookup)(const char *host, char *ips, size_t len),
+                           int resolve_ms);
+void qv_worker_test_hooks_(int (*lookup)(const char *host, char *ips, size_t len),
+                           int resolve_ms)
 {
-    s_spec_t *sp = &self->specs[i];
-    sp->next_resolve = now + S_RESOLVE_MS;
+    s_lookup_hook = lookup;
+    s_resolve_ms = resolve_ms > 0 ? resolve_ms : S_RESOLVE_MS;
+}
+
+static void s_want_add(zlistx_t *want, const char *ip, const char *port)
+{
+    char ep[128];
+    snprintf(ep, sizeof ep, "tcp://%s:%s", ip, port);
+    if (!zlistx_find(want, ep))
+        zlistx_add_end(want, ep);
+}
+
+/* All IPv4 addresses of host as endpoints into want. Returns 0, or -1 with *why set. */
+static int s_lookup(s_spec_t *sp, zlistx_t *want, const char **why)
+{
+    if (s_lookup_hook) {
+        char ips[512];
+        if (s_lookup_hook(sp->host, ips, sizeof ips) != 0) {
+            *why = "lookup failed";
+            return -1;
+        }
+        char *save = NULL;
+        for (char *ip = strtok_r(ips, ",", &save); ip; ip = strtok_r(NULL, ",", &save))
+            s_want_add(want, ip, sp->port);
+        return 0;
+    }
     struct addrinfo hints = { 0 }, *res = NULL;
     hints.ai_family = AF_INET;
     hints.ai_socktype = SOCK_STREAM;
     int rc = getaddrinfo(sp->host, sp->port, &hints, &res);
     if (rc != 0) {
-        bool none = true;
-        for (s_conn_t *c = (s_conn_t *) zlistx_first(self->conns); c && none;
-             c = (s_conn_t *) zlistx_next(self->conns))
-            none = c->spec != i;
-        if (none)   /* nothing to serve from: try again sooner than the usual period */
-            sp->next_resolve = now + (self->hb_ms < 1000 ? self->hb_ms : 1000);
-        qv_warn("mdp worker %s: cannot resolve %s: %s (keeping %zu connection(s))",
-                self->service, sp->host, gai_strerror(rc), zlistx_size(self->conns));
-        return;
+        *why = gai_strerror(rc);
+        return -1;
     }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char ip[INET_ADDRSTRLEN];
+        struct sockaddr_in *sin = (struct sockaddr_in *) ai->ai_addr;
+        if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip))
+            s_want_add(want, ip, sp->port);
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Resolves spec i and makes its connections match the answer. getaddrinfo blocks this
+ * worker's thread while it runs; that is the price of resolving ourselves (see the top). */
+static void s_resolve(qv_worker_t *self, int i, int64_t now)
+{
+    s_spec_t *sp = &self->specs[i];
+    sp->next_resolve = now + s_resolve_ms;
     zlistx_t *want = zlistx_new();
+    if (!want)
+        return;
     zlistx_set_destructor(want, (zlistx_destructor_fn *) zstr_free);
     zlistx_set_duplicator(want, (zlistx_duplicator_fn *) strdup);
     zlistx_set_comparator(want, (zlistx_comparator_fn *) strcmp);
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        char ip[INET_ADDRSTRLEN], ep[64];
-        struct sockaddr_in *sin = (struct sockaddr_in *) ai->ai_addr;
-        if (!inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip))
-            continue;
-        snprintf(ep, sizeof ep, "tcp://%s:%s", ip, sp->port);
-        if (!zlistx_find(want, ep))
-            zlistx_add_end(want, ep);
+    const char *why = NULL;
+    if (s_lookup(sp, want, &why) != 0 || zlistx_size(want) == 0) {
+        /* A failed or empty answer keeps what we have: a DNS hiccup must not disconnect us. */
+        size_t have = 0;
+        for (s_conn_t *c = (s_conn_t *) zlistx_first(self->conns); c;
+             c = (s_conn_t *) zlistx_next(self->conns))
+            have += c->spec == i;
+        if (have == 0)   /* nothing to serve from: try again sooner than the usual period */
+            sp->next_resolve = now + (self->hb_ms < 1000 ? self->hb_ms : 1000);
+        if (!sp->failing)
+            qv_warn("mdp worker %s: cannot resolve %s: %s (keeping %zu connection(s))",
+                    self->service, sp->host, why ? why : "no IPv4 address", have);
+        sp->failing = true;
+        zlistx_destroy(&want);
+        return;
     }
-    freeaddrinfo(res);
+    if (sp->failing)
+        qv_info("mdp worker %s: %s resolves again", self->service, sp->host);
+    sp->failing = false;
     /* drop connections whose address vanished; keep the ones still wanted */
     for (s_conn_t *c = (s_conn_t *) zlistx_first(self->conns); c;
          c = (s_conn_t *) zlistx_next(self->conns)) {
@@ -242,7 +294,7 @@ static void s_resolve(qv_worker_t *self, int i, int64_t now)
             qv_info("mdp worker %s: broker %s is gone from %s", self->service, c->addr,
                     sp->host);
             zlistx_detach_cur(self->conns);   /* cursor steps back: iteration goes on */
-            s_conn_free(self, &c, true, 0);
+            s_conn_free(self, &c, true, S_LINGER_BYE);
         }
     }
     for (char *ep = (char *) zlistx_first(want); ep; ep = (char *) zlistx_next(want)) {
@@ -378,7 +430,8 @@ qv_worker_t *qv_worker_new(const char *brokers, const char *service, int hb_ms, 
             ep[--n] = '\0';
         if (n == 0)
             continue;
-        s_spec_t *grown = (s_spec_t *) realloc(self->specs, (size_t) (self->nspecs + 1) * sizeof *grown);
+        s_spec_t *grown = (s_spec_t *) realloc(self->specs,
+                                               (size_t) (self->nspecs + 1) * sizeof *grown);
         if (!grown)
             break;
         self->specs = grown;
@@ -390,10 +443,18 @@ qv_worker_t *qv_worker_new(const char *brokers, const char *service, int hb_ms, 
             break;
         }
         s_spec_parse(sp);
-        if (sp->host)
+        if (sp->host)      /* a name that does not resolve yet may later: not an error */
             s_resolve(self, self->nspecs - 1, now);
-        else
-            s_conn_new(self, self->nspecs - 1, sp->endpoint, now);
+        else {
+            /* an endpoint libzmq refuses is a configuration error: fail now, not forever */
+            s_conn_t *c = s_conn_new(self, self->nspecs - 1, sp->endpoint, now);
+            if (!c || !c->sock) {
+                qv_warn("mdp worker %s: bad broker endpoint '%s'", service, sp->endpoint);
+                free(list);
+                qv_worker_destroy(&self);
+                return NULL;
+            }
+        }
     }
     free(list);
     if (self->nspecs == 0) {
