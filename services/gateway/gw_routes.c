@@ -1,0 +1,207 @@
+/* gw_routes: the route table and the generic wrapper around every HTTP request.
+ * Guarantees: each request is matched against the one table below (so the API a reader sees
+ * here is the whole API); an unknown path is 404, a known path with the wrong method 405 with
+ * Allow; auth is checked before the handler runs; every request is counted and timed under its
+ * route pattern (never the raw path, so ids do not explode the label set); a handler that
+ * forgets to answer yields a 500 instead of a hung client. */
+#include "gw_routes.h"
+#include "gw_server.h"
+#include "qv_clock.h"
+#include "qv_log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Deadlines: a service call gets the route's deadline; uploads carry up to upload_max_bytes
+ * through stream and so get longer; health probes must answer fast even when a service hangs. */
+const gw_route_t gw_routes[] = {
+    { "GET",    "/api/ping",                          GW_AUTH_NONE,   gw_h_ping,              0 },
+    { "GET",    "/livez",                             GW_AUTH_NONE,   gw_h_livez,             0 },
+    { "GET",    "/readyz",                            GW_AUTH_NONE,   gw_h_readyz,            0 },
+    { "GET",    "/api/health",                        GW_AUTH_NONE,   gw_h_health,         1000 },
+    { "GET",    "/api/metrics",                       GW_AUTH_NONE,   gw_h_metrics,        2000 },
+    { "POST",   "/api/v1/auth/register",              GW_AUTH_NONE,   gw_h_register,          0 },
+    { "POST",   "/api/v1/auth/login",                 GW_AUTH_NONE,   gw_h_login,             0 },
+    { "POST",   "/api/v1/rooms",                      GW_AUTH_USER,   gw_h_room_create,       0 },
+    { "GET",    "/api/v1/rooms/{id}",                 GW_AUTH_USER,   gw_h_room_get,          0 },
+    { "POST",   "/api/v1/rooms/{id}/join",            GW_AUTH_USER,   gw_h_room_join,         0 },
+    { "POST",   "/api/v1/rooms/{id}/leave",           GW_AUTH_USER,   gw_h_room_leave,        0 },
+    { "GET",    "/api/v1/rooms/{id}/participants",    GW_AUTH_USER,   gw_h_room_participants, 0 },
+    { "POST",   "/api/v1/rooms/{id}/tracks",          GW_AUTH_USER,   gw_h_track_upload,  30000 },
+    { "GET",    "/api/v1/rooms/{id}/tracks",          GW_AUTH_USER,   gw_h_track_queue,       0 },
+    { "POST",   "/api/v1/rooms/{id}/playback",        GW_AUTH_USER,   gw_h_playback,          0 },
+    { "POST",   "/api/v1/tracks/{id}/vote",           GW_AUTH_USER,   gw_h_vote_add,          0 },
+    { "DELETE", "/api/v1/tracks/{id}/vote",           GW_AUTH_USER,   gw_h_vote_remove,       0 },
+    { "GET",    "/api/v1/tracks/{id}/stream",         GW_AUTH_STREAM, gw_h_stream,            0 },
+    { NULL, NULL, 0, NULL, 0 }
+};
+
+/* One path segment against one pattern segment. {id}: 1..18 digits, value > 0, so it always
+ * fits an int64 and never reaches SQL as anything but a number. */
+static bool s_segment_match(const char *pat, size_t plen, const char *seg, size_t slen,
+                            int64_t *id_out, bool *is_id)
+{
+    *is_id = false;
+    if (plen == 4 && memcmp(pat, "{id}", 4) == 0) {
+        if (slen == 0 || slen > 18)
+            return false;
+        int64_t v = 0;
+        for (size_t i = 0; i < slen; i++) {
+            if (seg[i] < '0' || seg[i] > '9')
+                return false;
+            v = v * 10 + (seg[i] - '0');
+        }
+        if (v <= 0)
+            return false;
+        *id_out = v;
+        *is_id = true;
+        return true;
+    }
+    return plen == slen && memcmp(pat, seg, plen) == 0;
+}
+
+static bool s_path_match(const char *pattern, const char *path, int64_t *ids, int *nids)
+{
+    const char *p = pattern, *s = path;
+    int n = 0;
+    for (;;) {
+        if (*p != '/' || *s != '/')
+            return *p == '\0' && *s == '\0';
+        p++;
+        s++;
+        const char *pe = strchr(p, '/');
+        const char *se = strchr(s, '/');
+        size_t plen = pe ? (size_t) (pe - p) : strlen(p);
+        size_t slen = se ? (size_t) (se - s) : strlen(s);
+        int64_t id = 0;
+        bool is_id;
+        if (!s_segment_match(p, plen, s, slen, &id, &is_id))
+            return false;
+        if (is_id) {
+            if (n >= GW_MAX_PATH_IDS)
+                return false;
+            ids[n++] = id;
+        }
+        p += plen;
+        s += slen;
+        if (*p == '\0' && *s == '\0') {
+            *nids = n;
+            return true;
+        }
+    }
+}
+
+gw_match_t gw_route_match(const char *method, const char *path, const gw_route_t **route,
+                          int64_t *ids, int *nids, char *allow, size_t allow_len)
+{
+    bool path_known = false;
+    if (allow && allow_len)
+        allow[0] = '\0';
+    if (!method || !path)
+        return GW_MATCH_NO_PATH;
+    for (const gw_route_t *r = gw_routes; r->method; r++) {
+        int64_t tmp[GW_MAX_PATH_IDS];
+        int n = 0;
+        if (!s_path_match(r->pattern, path, tmp, &n))
+            continue;
+        if (strcmp(r->method, method) == 0) {
+            *route = r;
+            memcpy(ids, tmp, sizeof tmp);
+            *nids = n;
+            return GW_MATCH_OK;
+        }
+        path_known = true;
+        if (allow && allow_len && !strstr(allow, r->method)) {
+            size_t used = strlen(allow);
+            snprintf(allow + used, allow_len - used, "%s%s", used ? ", " : "", r->method);
+        }
+    }
+    return path_known ? GW_MATCH_BAD_METHOD : GW_MATCH_NO_PATH;
+}
+
+/* The bearer token: from "Authorization: Bearer <jwt>", or for stream routes ?token=. */
+static int s_authenticate(gw_req_t *req, gw_auth_level_t level)
+{
+    const char *h = gw_header(req, "Authorization");
+    char qtok[2048];
+    const char *tok = NULL;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        tok = h + 7;
+        while (*tok == ' ')
+            tok++;
+    } else if (level == GW_AUTH_STREAM &&
+               gw_query_param(req, "token", qtok, sizeof qtok) == 0) {
+        tok = qtok;
+    }
+    if (!tok || !*tok)
+        return gw_send_error(req, 401, NULL, "missing bearer token (Authorization: Bearer <token>)");
+    if (gw_auth_verify(req->srv->cfg->jwt_secret, tok, &req->who) != 0)
+        return gw_send_error(req, 401, NULL, "invalid or expired token");
+    req->authed = true;
+    return 0;
+}
+
+int gw_routes_handle(struct mg_connection *conn, void *cbdata)
+{
+    gw_server_t *srv = cbdata;
+    gw_req_t req;
+    memset(&req, 0, sizeof req);
+    req.conn = conn;
+    req.ri = mg_get_request_info(conn);
+    req.srv = srv;
+    req.start_us = qv_mono_us();
+    req.deadline_ms = (int) srv->cfg->default_deadline_ms;
+
+    const char *rid = mg_get_header(conn, "X-Request-ID");
+    if (gw_request_id_ok(rid))
+        snprintf(req.request_id, sizeof req.request_id, "%s", rid);
+    else
+        qv_request_id(req.request_id);
+
+    const char *method = req.ri->request_method ? req.ri->request_method : "";
+    const char *path = req.ri->local_uri ? req.ri->local_uri : "";
+    char allow[64];
+    const gw_route_t *route = NULL;
+    gw_match_t m = gw_route_match(method, path, &route, req.ids, &req.nids, allow, sizeof allow);
+    if (m == GW_MATCH_NO_PATH) {
+        gw_send_error(&req, 404, NULL, "no such endpoint: %.200s", path);
+    } else if (m == GW_MATCH_BAD_METHOD) {
+        char extra[96];
+        snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+        gw_send_error_h(&req, 405, extra, "method %.16s not allowed here; allowed: %s", method,
+                        allow);
+    } else {
+        req.route = route;
+        if (route->deadline_ms > 0)
+            req.deadline_ms = route->deadline_ms;
+        if (route->auth == GW_AUTH_NONE || s_authenticate(&req, route->auth) == 0)
+            route->fn(&req);
+        if (req.status == 0)
+            gw_send_error(&req, 500, NULL, "the handler sent no response");
+    }
+
+    double secs = (double) (qv_mono_us() - req.start_us) / 1e6;
+    /* Raw paths never become labels: ids and garbage would grow the series without bound. */
+    const char *label = route ? route->pattern
+                              : (m == GW_MATCH_BAD_METHOD ? "method_not_allowed" : "unmatched");
+    char labels[160];
+    snprintf(labels, sizeof labels, "route=%s,status=%d", label, req.status);
+    qv_metric_t *c = qv_metrics_counter(srv->metrics, "quaver_http_requests_total",
+                                        "HTTP requests by route pattern and status", labels);
+    if (c)
+        qv_metric_add(c, 1);
+    snprintf(labels, sizeof labels, "route=%s", label);
+    qv_metric_t *h = qv_metrics_histogram(srv->metrics, "quaver_http_request_duration_seconds",
+                                          "HTTP request duration by route pattern", labels,
+                                          NULL, 0);
+    if (h)
+        qv_metric_observe(h, secs);
+    if (secs * 1000.0 > (double) srv->cfg->slow_request_threshold)
+        qv_log(QV_LOG_WARN, req.request_id, "slow request: %s %.200s -> %d in %.1f ms",
+               method, path, req.status, secs * 1000.0);
+    else
+        qv_log(QV_LOG_DEBUG, req.request_id, "%s %.200s -> %d in %.3f ms", method, path,
+               req.status, secs * 1000.0);
+    return req.status ? req.status : 500;
+}

@@ -1,0 +1,426 @@
+/* gateway_selftest: the gateway's pure parts, one ctest entry per table below.
+ * Usage: gateway_selftest [name]  (no name: all). Exit status 0 when every check passed. */
+#include "gw_routes.h"
+#include "gw_range.h"
+#include "gw_multipart.h"
+#include "gw_auth.h"
+#include "gw_http.h"
+#include <jwt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int s_failures;
+
+#define CHECK(cond, ...) do { if (!(cond)) { s_failures++; \
+    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); \
+    fprintf(stderr, "\n"); } } while (0)
+
+/* ---- routes ---- */
+static void s_test_routes(void)
+{
+    static const struct {
+        const char *method, *path;
+        gw_match_t  want;
+        gw_handler_fn fn;
+        int64_t     id;
+        const char *allow;
+    } cases[] = {
+        { "GET",    "/api/ping",                     GW_MATCH_OK, gw_h_ping, 0, NULL },
+        { "GET",    "/livez",                        GW_MATCH_OK, gw_h_livez, 0, NULL },
+        { "POST",   "/api/ping",                     GW_MATCH_BAD_METHOD, NULL, 0, "GET" },
+        { "GET",    "/api/v1/rooms/12",              GW_MATCH_OK, gw_h_room_get, 12, NULL },
+        { "POST",   "/api/v1/rooms",                 GW_MATCH_OK, gw_h_room_create, 0, NULL },
+        { "GET",    "/api/v1/rooms",                 GW_MATCH_BAD_METHOD, NULL, 0, "POST" },
+        { "POST",   "/api/v1/rooms/7/join",          GW_MATCH_OK, gw_h_room_join, 7, NULL },
+        { "GET",    "/api/v1/rooms/7/tracks",        GW_MATCH_OK, gw_h_track_queue, 7, NULL },
+        { "POST",   "/api/v1/rooms/7/tracks",        GW_MATCH_OK, gw_h_track_upload, 7, NULL },
+        { "PUT",    "/api/v1/rooms/7/tracks",        GW_MATCH_BAD_METHOD, NULL, 0, "POST, GET" },
+        { "DELETE", "/api/v1/tracks/5/vote",         GW_MATCH_OK, gw_h_vote_remove, 5, NULL },
+        { "GET",    "/api/v1/tracks/5/vote",         GW_MATCH_BAD_METHOD, NULL, 0, "POST, DELETE" },
+        { "GET",    "/api/v1/tracks/9/stream",       GW_MATCH_OK, gw_h_stream, 9, NULL },
+        { "GET",    "/api/v1/rooms/0",               GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/-1",              GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/abc",             GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/12/",             GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/",                GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/1234567890123456789", GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/v1/rooms/999999999999999999", GW_MATCH_OK, gw_h_room_get,
+          999999999999999999LL, NULL },
+        { "GET",    "/api/v1/rooms/1x",              GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/",                             GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "",                              GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "//api/ping",                    GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/ping/x",                   GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "GET",    "/api/pin",                      GW_MATCH_NO_PATH, NULL, 0, NULL },
+        { "get",    "/api/ping",                     GW_MATCH_BAD_METHOD, NULL, 0, "GET" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const gw_route_t *r = NULL;
+        int64_t ids[GW_MAX_PATH_IDS] = { 0 };
+        int n = 0;
+        char allow[64];
+        gw_match_t m = gw_route_match(cases[i].method, cases[i].path, &r, ids, &n, allow,
+                                      sizeof allow);
+        CHECK(m == cases[i].want, "%s %s: match %d, want %d", cases[i].method, cases[i].path, m,
+              cases[i].want);
+        if (m == GW_MATCH_OK && cases[i].want == GW_MATCH_OK) {
+            CHECK(r->fn == cases[i].fn, "%s %s: wrong handler", cases[i].method, cases[i].path);
+            if (cases[i].id)
+                CHECK(n == 1 && ids[0] == cases[i].id, "%s: id %lld", cases[i].path,
+                      (long long) ids[0]);
+        }
+        if (m == GW_MATCH_BAD_METHOD && cases[i].allow)
+            CHECK(strcmp(allow, cases[i].allow) == 0, "%s: Allow '%s', want '%s'",
+                  cases[i].path, allow, cases[i].allow);
+    }
+    /* Every route's pattern starts with '/' and its deadline is sane. */
+    for (const gw_route_t *r = gw_routes; r->method; r++)
+        CHECK(r->pattern[0] == '/' && r->deadline_ms >= 0 && r->fn, "route %s", r->pattern);
+}
+
+/* ---- range ---- */
+static void s_test_range(void)
+{
+    static const struct {
+        const char *h;
+        int64_t size;
+        gw_range_t want;
+        int64_t first, last;
+    } cases[] = {
+        { NULL,                 100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=0-9",          100, GW_RANGE_OK, 0, 9 },
+        { "bytes=10-",          100, GW_RANGE_OK, 10, 99 },
+        { "bytes=-10",          100, GW_RANGE_OK, 90, 99 },
+        { "bytes=-1000",        100, GW_RANGE_OK, 0, 99 },
+        { "bytes=90-1000",      100, GW_RANGE_OK, 90, 99 },
+        { "bytes=99-99",        100, GW_RANGE_OK, 99, 99 },
+        { "Bytes = 5 - 6",      100, GW_RANGE_NONE, 0, 0 },   /* no spaces inside a spec */
+        { "bytes= 5-6 ",        100, GW_RANGE_OK, 5, 6 },
+        { "bytes=0-0,5-9",      100, GW_RANGE_MULTI, 0, 0 },
+        { "bytes=0-1, -5",      100, GW_RANGE_MULTI, 0, 0 },
+        { "bytes=100-",         100, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=200-300",      100, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=-0",           100, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=0-",             0, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=-5",             0, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=9-5",          100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=",             100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=-",            100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=a-b",          100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=1-2-3",        100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=1-2,",         100, GW_RANGE_NONE, 0, 0 },
+        { "items=0-5",          100, GW_RANGE_NONE, 0, 0 },
+        { "garbage",            100, GW_RANGE_NONE, 0, 0 },
+        { "",                   100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=99999999999999999999999-", 100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=0-99999999999999999999999", 100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=-99999999999999999999999", 100, GW_RANGE_NONE, 0, 0 },
+        { "bytes=9223372036854775807-", 100, GW_RANGE_UNSAT, 0, 0 },
+        { "bytes=0-9223372036854775807", 100, GW_RANGE_OK, 0, 99 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t f = -1, l = -1;
+        gw_range_t got = gw_range_parse(cases[i].h, cases[i].size, &f, &l);
+        CHECK(got == cases[i].want, "Range '%s' size %lld: got %d want %d",
+              cases[i].h ? cases[i].h : "(null)", (long long) cases[i].size, got, cases[i].want);
+        if (got == GW_RANGE_OK && cases[i].want == GW_RANGE_OK)
+            CHECK(f == cases[i].first && l == cases[i].last, "Range '%s': %lld-%lld",
+                  cases[i].h, (long long) f, (long long) l);
+    }
+    /* A very long list must not be worked through. */
+    char big[8192] = "bytes=";
+    for (int i = 0; i < 500; i++)
+        strcat(big, "1-2,");
+    strcat(big, "1-2");
+    int64_t f, l;
+    CHECK(gw_range_parse(big, 100, &f, &l) == GW_RANGE_NONE, "long range list");
+}
+
+/* ---- multipart ---- */
+static void s_test_multipart(void)
+{
+    const char *ct = "multipart/form-data; boundary=XyZ";
+    const char good[] =
+        "preamble\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"title\"\r\n\r\n"
+        "hello\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"file\"; filename=\"C:\\music\\a.mp3\"\r\n"
+        "Content-Type: audio/mpeg\r\n\r\n"
+        "ID3\0\x01\x02--XyZ no\r\n"
+        "--XyZ--\r\n";
+    gw_part_t part;
+    char err[160];
+    int rc = gw_multipart_file(ct, good, sizeof good - 1, &part, err, sizeof err);
+    CHECK(rc == 0, "good multipart: %s", err);
+    if (rc == 0) {
+        CHECK(part.len == 14 && memcmp(part.data, "ID3\0\x01\x02--XyZ no", 14) == 0,
+              "file bytes (len %zu)", part.len);
+        CHECK(strcmp(part.filename, "a.mp3") == 0, "filename '%s'", part.filename);
+        CHECK(strcmp(part.content_type, "audio/mpeg") == 0, "type '%s'", part.content_type);
+    }
+    /* quoted boundary */
+    const char q[] = "--a b\r\nContent-Disposition: form-data; name=f; filename=x.wav\r\n\r\n"
+                     "RIFF\r\n--a b--";
+    rc = gw_multipart_file("multipart/form-data; boundary=\"a b\"", q, sizeof q - 1, &part, err,
+                           sizeof err);
+    CHECK(rc == 0 && part.len == 4 && strcmp(part.filename, "x.wav") == 0, "quoted: %s", err);
+
+    CHECK(gw_multipart_file("multipart/form-data", good, sizeof good - 1, &part, err,
+                            sizeof err) != 0, "missing boundary accepted");
+    CHECK(gw_multipart_file("multipart/form-data; boundary=", good, sizeof good - 1, &part, err,
+                            sizeof err) != 0, "empty boundary accepted");
+    char longb[120] = "multipart/form-data; boundary=";
+    memset(longb + strlen(longb), 'b', 75);
+    CHECK(gw_multipart_file(longb, good, sizeof good - 1, &part, err, sizeof err) != 0,
+          "71+ char boundary accepted");
+    CHECK(gw_multipart_file("text/plain; boundary=XyZ", good, sizeof good - 1, &part, err,
+                            sizeof err) != 0, "not multipart accepted");
+    /* truncated at every length: never accepted (closing delimiter missing) and never a crash */
+    size_t cut_ok = 0;
+    for (size_t n = 0; n + 4 < sizeof good - 1; n++) {
+        char *copy = malloc(n ? n : 1);       /* exact size: ASan sees any overread */
+        memcpy(copy, good, n);
+        if (gw_multipart_file(ct, copy, n, &part, err, sizeof err) == 0)
+            cut_ok++;
+        free(copy);
+    }
+    CHECK(cut_ok == 0, "%zu truncated bodies accepted", cut_ok);
+    const char two[] =
+        "--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"1.mp3\"\r\n\r\nAAA\r\n"
+        "--XyZ\r\nContent-Disposition: form-data; name=\"b\"; filename=\"2.mp3\"\r\n\r\nBBB\r\n"
+        "--XyZ--\r\n";
+    CHECK(gw_multipart_file(ct, two, sizeof two - 1, &part, err, sizeof err) != 0 &&
+          strstr(err, "more than one"), "two files: %s", err);
+    const char nofile[] = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
+    CHECK(gw_multipart_file(ct, nofile, sizeof nofile - 1, &part, err, sizeof err) != 0 &&
+          strstr(err, "no file"), "no file: %s", err);
+    CHECK(gw_multipart_file(ct, "", 0, &part, err, sizeof err) != 0, "empty body accepted");
+    const char noheaders[] = "--XyZ\r\n\r\nzz\r\n--XyZ--";
+    CHECK(gw_multipart_file(ct, noheaders, sizeof noheaders - 1, &part, err, sizeof err) != 0,
+          "headerless part taken as file");
+}
+
+/* ---- request ids ---- */
+static void s_test_request_id(void)
+{
+    char max[65], over[66];
+    memset(max, 'a', 64);
+    max[64] = '\0';
+    memset(over, 'a', 65);
+    over[65] = '\0';
+    CHECK(gw_request_id_ok("abc-DEF_1.2"), "plain id refused");
+    CHECK(gw_request_id_ok(max), "64 chars refused");
+    CHECK(!gw_request_id_ok(over), "65 chars accepted");
+    CHECK(!gw_request_id_ok(""), "empty accepted");
+    CHECK(!gw_request_id_ok(NULL), "NULL accepted");
+    CHECK(!gw_request_id_ok("a b"), "space accepted");
+    CHECK(!gw_request_id_ok("a\r\nX-Evil: 1"), "CRLF accepted");
+    CHECK(!gw_request_id_ok("<script>"), "markup accepted");
+    CHECK(!gw_request_id_ok("caf\xc3\xa9"), "non-ASCII accepted");
+}
+
+/* ---- JWT ---- */
+static char *s_b64url(const char *s)
+{
+    size_t n = strlen(s);
+    size_t cap = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *out = malloc(cap);
+    sodium_bin2base64(out, cap, (const unsigned char *) s, n,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    return out;
+}
+
+static void s_test_jwt(void)
+{
+    const char *secret = "0123456789abcdef0123456789abcdef";
+    gw_identity_t id = { .user_id = 42, .admin = false };
+    snprintf(id.username, sizeof id.username, "alice");
+    char *tok = gw_auth_issue(secret, 3600, &id);
+    CHECK(tok != NULL, "issue failed");
+    if (!tok)
+        return;
+    gw_identity_t out;
+    CHECK(gw_auth_verify(secret, tok, &out) == 0 && out.user_id == 42 &&
+          strcmp(out.username, "alice") == 0 && !out.admin, "verify of a fresh token");
+    CHECK(gw_auth_verify("another-secret-another-secret-xx", tok, &out) != 0, "wrong secret");
+
+    /* tampered: change a payload character (the dot-separated middle part) */
+    char *bad = strdup(tok);
+    char *dot = strchr(bad, '.');
+    if (dot && dot[1]) {
+        dot[2] = dot[2] == 'A' ? 'B' : 'A';
+        CHECK(gw_auth_verify(secret, bad, &out) != 0, "tampered payload accepted");
+    }
+    free(bad);
+    /* tampered signature */
+    bad = strdup(tok);
+    size_t bl = strlen(bad);
+    bad[bl - 2] = bad[bl - 2] == 'A' ? 'B' : 'A';
+    CHECK(gw_auth_verify(secret, bad, &out) != 0, "tampered signature accepted");
+    free(bad);
+    free(tok);
+
+    /* alg none, with a payload that would otherwise pass */
+    char payload[160];
+    snprintf(payload, sizeof payload, "{\"sub\":\"42\",\"name\":\"alice\",\"exp\":%ld}",
+             (long) time(NULL) + 3600);
+    char *h = s_b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
+    char *p = s_b64url(payload);
+    char none[512];
+    snprintf(none, sizeof none, "%s.%s.", h, p);
+    CHECK(gw_auth_verify(secret, none, &out) != 0, "alg none accepted");
+    free(h);
+
+    /* HS512 signed with the right secret: still refused (HS256 only) */
+    jwt_t *j = NULL;
+    jwt_new(&j);
+    jwt_add_grant(j, "sub", "42");
+    jwt_add_grant_int(j, "exp", (long) time(NULL) + 3600);
+    jwt_set_alg(j, JWT_ALG_HS512, (const unsigned char *) secret, (int) strlen(secret));
+    char *t512 = jwt_encode_str(j);
+    jwt_free(j);
+    CHECK(t512 && gw_auth_verify(secret, t512, &out) != 0, "HS512 accepted");
+    free(t512);
+
+    /* expired, correctly signed */
+    j = NULL;
+    jwt_new(&j);
+    jwt_add_grant(j, "sub", "42");
+    jwt_add_grant_int(j, "exp", (long) time(NULL) - 10);
+    jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *) secret, (int) strlen(secret));
+    char *texp = jwt_encode_str(j);
+    jwt_free(j);
+    CHECK(texp && gw_auth_verify(secret, texp, &out) != 0, "expired token accepted");
+    free(texp);
+
+    /* no exp, and a non-numeric sub: refused */
+    const char *grants[][2] = { { "sub", "42" }, { "sub", "bob" } };
+    for (int k = 0; k < 2; k++) {
+        j = NULL;
+        jwt_new(&j);
+        jwt_add_grant(j, grants[k][0], grants[k][1]);
+        if (k == 1)
+            jwt_add_grant_int(j, "exp", (long) time(NULL) + 3600);
+        jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *) secret, (int) strlen(secret));
+        char *t = jwt_encode_str(j);
+        jwt_free(j);
+        CHECK(t && gw_auth_verify(secret, t, &out) != 0, "bad grants case %d accepted", k);
+        free(t);
+    }
+    free(p);
+
+    static const char *garbage[] = { "", ".", "..", "a.b.c", "eyJ.eyJ.", "\xff\xfe.\x01.x",
+                                     "Bearer", NULL };
+    for (int k = 0; garbage[k]; k++)
+        CHECK(gw_auth_verify(secret, garbage[k], &out) != 0, "garbage %d accepted", k);
+    char *huge = malloc(10000);
+    memset(huge, 'A', 9999);
+    huge[9999] = '\0';
+    CHECK(gw_auth_verify(secret, huge, &out) != 0, "huge token accepted");
+    free(huge);
+}
+
+static void s_test_password(void)
+{
+    char hash[128];
+    CHECK(gw_password_hash("correct horse", hash, sizeof hash) == 0, "hash");
+    CHECK(strncmp(hash, "$argon2id$", 10) == 0, "not argon2id: %.12s", hash);
+    CHECK(gw_password_verify(hash, "correct horse") == 0, "right password refused");
+    CHECK(gw_password_verify(hash, "correct horsE") != 0, "wrong password accepted");
+    CHECK(gw_password_verify("not a hash", "x") != 0, "garbage hash accepted");
+    CHECK(gw_password_hash("x", hash, 10) != 0, "short buffer accepted");
+}
+
+static void s_test_json(void)
+{
+    json_t *v = gw_cell_json("vote_score", "-3", false);
+    CHECK(json_is_integer(v) && json_integer_value(v) == -3, "int column");
+    json_decref(v);
+    v = gw_cell_json("is_playing", "t", false);
+    CHECK(json_is_true(v), "bool column");
+    json_decref(v);
+    v = gw_cell_json("current_track_id", NULL, true);
+    CHECK(json_is_null(v), "null");
+    json_decref(v);
+    v = gw_cell_json("size", "12abc", false);
+    CHECK(json_is_string(v), "garbage int stays a string");
+    json_decref(v);
+    v = gw_cell_json("name", "\xff\xfe", false);
+    CHECK(json_is_string(v), "bad UTF-8 becomes a string");
+    json_decref(v);
+    int64_t x;
+    CHECK(gw_parse_i64("9223372036854775807", &x) == 0 && x == INT64_MAX, "max int64");
+    CHECK(gw_parse_i64("9223372036854775808", &x) != 0, "overflow accepted");
+    CHECK(gw_parse_i64("", &x) != 0 && gw_parse_i64("-", &x) != 0 && gw_parse_i64(" 1", &x) != 0,
+          "junk accepted");
+
+    /* A QueryReply with a secret column: left out of the JSON. */
+    Quaver__V1__Value c0 = QUAVER__V1__VALUE__INIT, c1 = QUAVER__V1__VALUE__INIT;
+    c0.text = "7";
+    c1.text = "$argon2id$...";
+    Quaver__V1__Value *cells[] = { &c0, &c1 };
+    Quaver__V1__Row row = QUAVER__V1__ROW__INIT;
+    row.n_cells = 2;
+    row.cells = cells;
+    Quaver__V1__Row *rows[] = { &row };
+    char *cols[] = { "id", "password_hash" };
+    Quaver__V1__QueryReply r = QUAVER__V1__QUERY_REPLY__INIT;
+    r.n_columns = 2;
+    r.columns = cols;
+    r.n_rows = 1;
+    r.rows = rows;
+    json_t *o = gw_row_json(&r, 0);
+    CHECK(o && json_integer_value(json_object_get(o, "id")) == 7 &&
+          !json_object_get(o, "password_hash"), "row json");
+    json_decref(o);
+    CHECK(gw_row_json(&r, 1) == NULL, "row out of range");
+    CHECK(gw_cell_i64(&r, 0, "id") == 7 && gw_cell(&r, 0, "nope") == NULL, "cells");
+}
+
+#ifdef GW_HAVE_WS_SELFTEST
+/* gw_ws_selftest.c: the WebSocket hub's own selftest (0 or -1). */
+int gw_ws_selftest(void);
+static void s_test_ws(void)
+{
+    CHECK(gw_ws_selftest() == 0, "gw_ws_selftest failed");
+}
+#endif
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} s_tests[] = {
+    { "routes", s_test_routes },       { "range", s_test_range },
+    { "multipart", s_test_multipart }, { "request_id", s_test_request_id },
+    { "jwt", s_test_jwt },             { "password", s_test_password },
+    { "json", s_test_json },
+#ifdef GW_HAVE_WS_SELFTEST
+    { "ws", s_test_ws },
+#endif
+    { NULL, NULL }
+};
+
+int main(int argc, char **argv)
+{
+    if (sodium_init() < 0)
+        return 1;
+    int ran = 0;
+    for (int i = 0; s_tests[i].name; i++) {
+        if (argc > 1 && strcmp(argv[1], s_tests[i].name) != 0)
+            continue;
+        int before = s_failures;
+        s_tests[i].fn();
+        ran++;
+        printf("%s: %s\n", s_tests[i].name, s_failures == before ? "ok" : "FAILED");
+    }
+    if (ran == 0) {
+        fprintf(stderr, "unknown test '%s'\n", argc > 1 ? argv[1] : "");
+        return 2;
+    }
+    return s_failures ? 1 : 0;
+}
