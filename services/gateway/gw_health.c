@@ -78,7 +78,13 @@ static Quaver__V1__HealthReply *s_health_call(gw_req_t *req, const char *service
 {
     Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
     qv_result_t res;
-    int st = gw_call(req, service, "Health", &e.base, req->deadline_ms, &res);
+    /* Shorter than the liveness window: health must show a dead service within three
+     * heartbeats, and a call queued for a worker that just died waits for its deadline. A
+     * live worker answers Health in microseconds, so one heartbeat less is plenty. */
+    int64_t liveness = req->srv->cfg->heartbeat_liveness;
+    int64_t window = req->srv->cfg->heartbeat_ms * (liveness > 1 ? liveness - 1 : 1);
+    int deadline = window < req->deadline_ms ? (int) window : req->deadline_ms;
+    int st = gw_call(req, service, "Health", &e.base, deadline, &res);
     Quaver__V1__HealthReply *h = NULL;
     if (st >= 200 && st < 300)
         h = quaver__v1__health_reply__unpack(NULL, res.len, res.payload);
@@ -89,59 +95,75 @@ static Quaver__V1__HealthReply *s_health_call(gw_req_t *req, const char *service
     return h;
 }
 
+/* One dependency's state as its owning service reports it; "down" with a reason when the
+ * service has no worker or its Health call failed. */
+static const char *s_dependency(gw_req_t *req, const qv_broker_service_stats_t *s,
+                                const char *service, const char *dep, char *detail,
+                                size_t detail_len)
+{
+    if (!s || s->workers < 1) {
+        snprintf(detail, detail_len, "service %s has no worker", service);
+        return "down";
+    }
+    Quaver__V1__HealthReply *h = s_health_call(req, service, detail, detail_len);
+    if (!h)
+        return "down";
+    const char *state = NULL;
+    for (size_t d = 0; d < h->n_dependencies; d++) {
+        Quaver__V1__Dependency *x = h->dependencies[d];
+        if (x && x->name && strcmp(x->name, dep) == 0) {
+            state = (x->state && strcmp(x->state, "up") == 0) ? "up"
+                  : (x->state && strcmp(x->state, "degraded") == 0) ? "degraded"
+                  : "down";
+            snprintf(detail, detail_len, "%s", x->detail ? x->detail : "");
+        }
+    }
+    if (!state)   /* the service did not name it: go by its overall status */
+        state = (h->status && strcmp(h->status, "ok") == 0) ? "up" : "down";
+    quaver__v1__health_reply__free_unpacked(h, NULL);
+    return state;
+}
+
 int gw_h_health(gw_req_t *req)
 {
+    /* Dependencies first, services second: a worker killed a moment ago still counts in the
+     * broker until its heartbeats run out, and the Health call to it waits for its deadline;
+     * reading the broker's counts after the calls reports it down in the same answer. */
     qv_broker_service_stats_t st[MAX_STATS];
     int n = s_stats(req, st);
     json_t *services = json_object(), *deps = json_object();
-    bool all_up = true, required_up = true, degraded = false;
+    bool required_up = true, degraded = false;
     for (int i = 0; s_services[i].service; i++) {
-        const char *name = s_services[i].service;
-        const qv_broker_service_stats_t *s = s_find(st, n, name);
-        bool up = s && s->workers > 0;
-        all_up = all_up && up;
-        json_object_set_new(services, name, json_pack("{s:s,s:i,s:i,s:i,s:i,s:I}",
-            "status", up ? "up" : "down", "workers", s ? s->workers : 0,
-            "ready", s ? s->ready : 0, "queued", s ? s->queued : 0,
-            "inflight", s ? s->inflight : 0,
-            "last_heartbeat_age_ms", (json_int_t) (s ? s->last_heartbeat_age_ms : -1)));
         const char *dep = s_services[i].dependency;
         if (!dep)
             continue;
-        const char *state = "down";
         char detail[300] = "";
-        if (!up) {
-            snprintf(detail, sizeof detail, "service %s has no worker", name);
-        } else {
-            Quaver__V1__HealthReply *h = s_health_call(req, name, detail, sizeof detail);
-            if (h) {
-                state = NULL;
-                for (size_t d = 0; d < h->n_dependencies; d++) {
-                    Quaver__V1__Dependency *x = h->dependencies[d];
-                    if (x && x->name && strcmp(x->name, dep) == 0) {
-                        state = (x->state && strcmp(x->state, "up") == 0) ? "up"
-                              : (x->state && strcmp(x->state, "degraded") == 0) ? "degraded"
-                              : "down";
-                        snprintf(detail, sizeof detail, "%s", x->detail ? x->detail : "");
-                    }
-                }
-                if (!state)   /* the service did not name it: go by its overall status */
-                    state = (h->status && strcmp(h->status, "ok") == 0) ? "up" : "down";
-                quaver__v1__health_reply__free_unpacked(h, NULL);
-            }
-        }
-        bool dep_up = strcmp(state, "up") == 0;
-        if (!dep_up) {
+        const char *state = s_dependency(req, s_find(st, n, s_services[i].service),
+                                         s_services[i].service, dep, detail, sizeof detail);
+        if (strcmp(state, "up") != 0) {
             if (s_services[i].required)
                 required_up = false;
             else
                 degraded = true;
         }
-        json_t *dj = json_pack("{s:s,s:s}", "state", state, "via", name);
+        json_t *dj = json_pack("{s:s,s:s}", "state", state, "via", s_services[i].service);
         json_t *dt = json_string(detail);
         if (dt)
             json_object_set_new(dj, "detail", dt);
         json_object_set_new(deps, dep, dj);
+    }
+    n = s_stats(req, st);
+    bool all_up = true;
+    for (int i = 0; s_services[i].service; i++) {
+        const qv_broker_service_stats_t *s = s_find(st, n, s_services[i].service);
+        bool up = s && s->workers > 0;
+        all_up = all_up && up;
+        json_object_set_new(services, s_services[i].service,
+            json_pack("{s:s,s:i,s:i,s:i,s:i,s:I}",
+                "status", up ? "up" : "down", "workers", s ? s->workers : 0,
+                "ready", s ? s->ready : 0, "queued", s ? s->queued : 0,
+                "inflight", s ? s->inflight : 0,
+                "last_heartbeat_age_ms", (json_int_t) (s ? s->last_heartbeat_age_ms : -1)));
     }
     bool ok = all_up && required_up;
     const char *overall = !ok ? "down" : degraded ? "degraded" : "ok";

@@ -273,6 +273,34 @@ int gw_read_body(gw_req_t *req, int64_t max, char **buf, size_t *len)
     return 0;
 }
 
+/* True when no array/object in text nests deeper than max_depth. jansson's own limit (2048
+ * levels) is far more than civetweb's 100 KB worker stacks (Debian builds civetweb with
+ * USE_STACK_SIZE=102400) survive: "[[[[..." a few thousand deep crashes the parser's
+ * recursion there. Our documents are flat, so anything deep is refused before parsing. */
+bool gw_json_nesting_ok(const char *text, size_t len, int max_depth)
+{
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = false;
+        }
+        else if (ch == '"')
+            in_string = true;
+        else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth)
+                return false;
+        }
+        else if (ch == ']' || ch == '}')
+            depth--;
+    }
+    return true;
+}
+
 json_t *gw_read_json(gw_req_t *req)
 {
     char *body;
@@ -282,6 +310,12 @@ json_t *gw_read_json(gw_req_t *req)
     if (len == 0) {
         free(body);
         gw_send_error(req, 400, NULL, "request body is empty; a JSON object is expected");
+        return NULL;
+    }
+    if (!gw_json_nesting_ok(body, len, GW_JSON_MAX_DEPTH)) {
+        free(body);
+        gw_send_error(req, 400, NULL, "invalid JSON: nested deeper than %d levels",
+                      GW_JSON_MAX_DEPTH);
         return NULL;
     }
     json_error_t err;

@@ -69,6 +69,9 @@ int gw_read_body(gw_req_t *req, int64_t max, char **buf, size_t *len);
 /* Reads and parses a JSON object body (bounded by max_body_bytes). Caller json_decref's.
  * NULL when an error response (400/413) was sent. */
 json_t *gw_read_json(gw_req_t *req);
+/* True when no array/object in text nests deeper than max_depth (see gw_http.c for why). */
+#define GW_JSON_MAX_DEPTH 32
+bool gw_json_nesting_ok(const char *text, size_t len, int max_depth);
 /* Field getters: 0 with *out borrowed from obj, or -1 after sending a 400 naming the field.
  * Lengths are in bytes; charset NULL = any printable. */
 int gw_json_string(gw_req_t *req, json_t *obj, const char *field, size_t minlen,

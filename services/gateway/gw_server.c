@@ -163,7 +163,7 @@ static int s_tick(zloop_t *loop, int timer_id, void *arg)
         n = 64;
     for (int i = 0; i < n; i++) {
         char labels[96];
-        snprintf(labels, sizeof labels, "service=%s", st[i].name);
+        snprintf(labels, sizeof labels, "service=%.63s", st[i].name);
         if (strchr(st[i].name, ',') || strchr(st[i].name, '='))
             continue;   /* any MDP client may name a service; only sane names become labels */
         qv_metric_t *w = qv_metrics_gauge(self->metrics, "quaver_broker_workers",

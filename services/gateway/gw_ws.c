@@ -51,6 +51,7 @@
  *   WebSocket only sets a flag); around 1000 ms keeps idle closes and shutdown prompt.
  */
 #include "gw_ws.h"
+#include "gw_http.h"
 #include "gw_auth.h"
 #include "qv_clock.h"
 #include "qv_log.h"
@@ -285,39 +286,11 @@ static int64_t s_room_of(json_t *v)
     return -1;
 }
 
-/* True when no array/object in text nests deeper than max_depth. jansson's own limit (2048
- * levels) is far more than civetweb's 100 KB worker stacks (Debian builds civetweb with
- * USE_STACK_SIZE=102400) survive: "[[[[..." a few thousand deep crashes the parser's
- * recursion there. Our messages are flat, so anything deep is refused before parsing. */
-static bool s_nesting_ok(const char *text, size_t len, int max_depth)
-{
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (in_string) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_string = false;
-        }
-        else if (ch == '"')
-            in_string = true;
-        else if (ch == '[' || ch == '{') {
-            if (++depth > max_depth)
-                return false;
-        }
-        else if (ch == ']' || ch == '}')
-            depth--;
-    }
-    return true;
-}
-
 /* Parses one client message. Returns 0 and fills *out, or -1 with *why (a static string). */
 static int s_parse_request(const char *data, size_t len, s_request_t *out, const char **why)
 {
     json_error_t err;
-    if (!s_nesting_ok(data, len, 16)) {
+    if (!gw_json_nesting_ok(data, len, 16)) {
         *why = "message nests too deeply";
         return -1;
     }
@@ -873,7 +846,7 @@ static void s_on_bus(gw_ws_t *self)
         && topic && strncmp(topic, "room.", 5) == 0) {
         /* Another replica's text, but still not parsed without the depth check (this thread's
          * stack is the default 8 MB; 64 levels is far beyond any event we build). */
-        json_t *o = s_nesting_ok(msg->json, strlen(msg->json), 64)
+        json_t *o = gw_json_nesting_ok(msg->json, strlen(msg->json), 64)
                         ? json_loads(msg->json, 0, NULL) : NULL;
         int64_t room = o ? s_room_of(json_object_get(o, "room")) : -1;
         if (room <= 0) {
