@@ -40,11 +40,11 @@ BEGIN
         IF v_head IS NOT NULL THEN
             UPDATE tracks t SET played_at = now() WHERE t.id = v_head;
         END IF;
-        -- play with an empty queue still records the wish to play (CONTRACTS.md: "play sets
-        -- is_playing"); skip with an empty queue stops.
+        -- With an empty queue there is nothing to play: play and skip both leave the room
+        -- stopped, so that is_playing never claims a track that does not exist.
         UPDATE rooms r
            SET current_track_id = v_head,
-               is_playing = CASE WHEN p_action = 'play' THEN true ELSE v_head IS NOT NULL END,
+               is_playing = v_head IS NOT NULL,
                updated_at = now()
          WHERE r.id = p_room_id;
     END IF;
