@@ -222,4 +222,5 @@ while [ -z "$got_signal" ]; do
   wait $! || true
 done
 stop_all
-exit "$got_signal"
+# Ctrl-C is how a run is meant to end: an orderly stop is success, so make says nothing.
+exit 0

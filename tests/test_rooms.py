@@ -1,6 +1,8 @@
 """The room slice as users see it: register, log in, make a room, join it, upload audio, vote the
 queue into order, and control playback as the room's administrator."""
 
+import datetime
+
 from harness import (assert_error_shape, create_room, login, mp3_bytes, register, room_id,
                      track_id, unique, upload_wav, wav_bytes)
 
@@ -68,6 +70,10 @@ def test_room_slice_as_two_users(api):
     assert room["name"] == "Friday mix"
     assert room["administrator"]["id"] == alice.id
     assert room["participant_count"] == 1
+    # Times are RFC 3339 in UTC, which any client's date parser reads.
+    created = datetime.datetime.fromisoformat(room["created_at"].replace("Z", "+00:00"))
+    assert room["created_at"][10] == "T" and room["created_at"].endswith("Z")
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()) < 300
 
     # Bob joins (201), joining again changes nothing (200).
     r = bob.post(f"/api/v1/rooms/{rid}/join")

@@ -498,6 +498,22 @@ int gw_parse_i64(const char *s, int64_t *out)
     return 0;
 }
 
+/* PostgreSQL's text form of a UTC timestamptz ("2026-11-22 19:12:59.294076+00", dbopt sets
+ * TimeZone=UTC) into RFC 3339 ("2026-11-22T19:12:59.294076Z"), which every JSON client's date
+ * parser reads. Anything else is left alone. */
+static json_t *s_timestamp_json(const char *text)
+{
+    size_t n = strlen(text);
+    if (n < 22 || n > 40 || text[10] != ' ' || strcmp(text + n - 3, "+00") != 0)
+        return NULL;
+    char buf[48];
+    memcpy(buf, text, n - 3);
+    buf[10] = 'T';
+    buf[n - 3] = 'Z';
+    buf[n - 2] = '\0';
+    return json_string(buf);
+}
+
 json_t *gw_cell_json(const char *col, const char *text, bool is_null)
 {
     if (is_null || !text)
@@ -512,6 +528,12 @@ json_t *gw_cell_json(const char *col, const char *text, bool is_null)
             return json_true();
         if (strcmp(text, "f") == 0 || strcmp(text, "false") == 0)
             return json_false();
+    }
+    size_t cl = strlen(col);
+    if (cl > 3 && strcmp(col + cl - 3, "_at") == 0) {
+        json_t *t = s_timestamp_json(text);
+        if (t)
+            return t;
     }
     json_t *s = json_string(text);
     /* Not UTF-8 (json_string refuses it): a placeholder beats a crash or a broken document. */
