@@ -21,10 +21,12 @@ BUILD_PKGS=(
 # What `make run` needs.
 RUN_PKGS=(postgresql-15 postgresql-15-hypopg redis-server redis-tools curl)
 # What `make test` needs: the Python driver of the integration tests (Debian's own python3),
-# protoc for the Python protobuf modules, lame for MP3 fixtures, promtool (in prometheus).
+# protoc for the Python protobuf modules, lame for MP3 fixtures, promtool (in prometheus),
+# clang with its runtime for the libFuzzer harnesses (clang only recommends libclang-rt, and
+# we install without recommends).
 TEST_PKGS=(
   python3 python3-zmq python3-pytest python3-websocket python3-protobuf python3-requests
-  python3-yaml protobuf-compiler lame prometheus
+  python3-yaml protobuf-compiler lame prometheus clang libclang-rt-14-dev
 )
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}" "${TEST_PKGS[@]}")

@@ -2,8 +2,9 @@
 # test.sh: what `make test` runs after setup. An ASan+UBSan Debug build in $ASAN_BUILD; the
 # RelWithDebInfo build of `make run` in ./build (it must compile too: one test); every
 # selftest under ctest; then the integration tests (tests/, pytest with Debian's python3)
-# against the ASan build's daemons. Runs every part even when one fails, and ends with one
-# line "tests: N passed, N failed, N skipped" over all of them. Exits non-zero on any failure.
+# against the ASan build's daemons; then every fuzz target for a short budget (fuzz/run.sh).
+# Runs every part even when one fails, and ends with one line
+# "tests: N passed, N failed, N skipped" over all of them. Exits non-zero on any failure.
 # Needs no stdin; safe as root in CI.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -89,10 +90,31 @@ EOF
 if [ "$py_rc" -ne 0 ] && [ "$p_fail" -eq 0 ]; then p_fail=1; fi
 t3=$(date +%s)
 
+# Fuzzing: every parser of untrusted input under libFuzzer for a short budget (fuzz/run.sh).
+# Counted as one test; a crash names its log and reproducer.
+FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
+f_pass=0 f_fail=0
+echo "== fuzz ($FUZZ_BUILD: clang, libFuzzer+ASan+UBSan, ${FUZZ_SECONDS:-20} s per target)"
+fuzz_log="$ASAN_BUILD/fuzz-build.log"
+if CC=clang cmake -S . -B "$FUZZ_BUILD" -DQV_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >"$fuzz_log" 2>&1 &&
+   cmake --build "$FUZZ_BUILD" --target fuzz-all -j"$JOBS" >>"$fuzz_log" 2>&1; then
+  if FUZZ_BIN="$FUZZ_BUILD/fuzz" FUZZ_SECONDS=${FUZZ_SECONDS:-20} fuzz/run.sh </dev/null; then
+    f_pass=1
+  else
+    f_fail=1
+  fi
+else
+  grep -E 'error|Error' "$fuzz_log" | head -30
+  echo "fuzz build failed (log: $fuzz_log)"
+  f_fail=1
+fi
+t4=$(date +%s)
+
 echo "== release build: $r_pass passed, $r_fail failed"
 echo "== selftests: $c_pass passed, $c_fail failed"
 echo "== integration: $p_pass passed, $p_fail failed, $p_skip skipped"
-echo "== time: build $((t1 - t0)) s, selftests $((t2 - t1)) s, integration $((t3 - t2)) s, total $((t3 - t0)) s"
-pass=$((r_pass + c_pass + p_pass)) fail=$((r_fail + c_fail + p_fail))
+echo "== fuzz: $f_pass passed, $f_fail failed"
+echo "== time: build $((t1 - t0)) s, selftests $((t2 - t1)) s, integration $((t3 - t2)) s, fuzz $((t4 - t3)) s, total $((t4 - t0)) s"
+pass=$((r_pass + c_pass + p_pass + f_pass)) fail=$((r_fail + c_fail + p_fail + f_fail))
 echo "tests: $pass passed, $fail failed, $p_skip skipped"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
