@@ -18,6 +18,12 @@
  *   counted; nothing that comes from the network reaches an assert.
  * - qv_broker_stats is a consistent snapshot: the broker thread holds the state mutex while
  *   it handles a batch of events, and the snapshot is taken under the same mutex.
+ *
+ * The two messages of every call (a client's request that finds a ready worker and an empty
+ * queue, and a busy worker's REPLY) take a fast path on raw zmq_msg_t frames: the frames
+ * received are sent on as they are (libzmq moves them, no copy), with no zmsg/zframe/zlist
+ * allocations. Everything else, and anything the fast path does not like, is turned into a
+ * zmsg and handled by the general code, so the two paths cannot disagree on behaviour.
  */
 #include "qv_mdp.h"
 #include "qv_clock.h"
@@ -457,20 +463,76 @@ static void s_on_mmi(qv_broker_t *self, zframe_t *sender, const char *name, zmsg
 /* When the body is a Call we take its deadline and answer 503 as a Result. A body counts as a
  * Call when its first frame is non-empty, unpacks, and has no unknown fields: arbitrary bytes
  * often unpack as a message made of unknown fields, and those callers want the plain "503". */
+
+/* The Call is unpacked by protobuf-c as always, but into a scratch arena on the stack: a
+ * typical Call (method, ids, caller, a small payload) needs no malloc and no free; what does
+ * not fit (a large payload) falls back to malloc and is freed as usual. */
+typedef struct {
+    _Alignas(16) uint8_t buf[1024];
+    size_t used;
+    int    mallocs;
+} s_arena_t;
+
+static void *s_arena_alloc(void *data, size_t size)
+{
+    s_arena_t *a = (s_arena_t *) data;
+    size_t need = (size + 15) & ~(size_t) 15;
+    if (need >= size && need <= sizeof a->buf - a->used) {
+        void *p = a->buf + a->used;
+        a->used += need;
+        return p;
+    }
+    a->mallocs++;
+    return malloc(size);
+}
+
+static void s_arena_free(void *data, void *p)
+{
+    s_arena_t *a = (s_arena_t *) data;
+    if ((uint8_t *) p >= a->buf && (uint8_t *) p < a->buf + sizeof a->buf)
+        return;
+    free(p);
+}
+
+static bool s_parse_call_data(const uint8_t *data, size_t size, int64_t *deadline_wall)
+{
+    *deadline_wall = 0;
+    if (size == 0)
+        return false;
+    s_arena_t arena;
+    arena.used = 0;
+    arena.mallocs = 0;
+    ProtobufCAllocator alloc = { s_arena_alloc, s_arena_free, &arena };
+    Quaver__V1__Call *call = quaver__v1__call__unpack(&alloc, size, data);
+    if (!call)
+        return false;     /* protobuf-c freed what it had taken, through alloc */
+    bool ok = call->base.n_unknown_fields == 0;
+    if (ok)
+        *deadline_wall = call->deadline_ms;
+    if (arena.mallocs > 0)
+        quaver__v1__call__free_unpacked(call, &alloc);
+    return ok;
+}
+
 static bool s_parse_call(zmsg_t *body, int64_t *deadline_wall)
 {
     zframe_t *f = zmsg_first(body);
     *deadline_wall = 0;
-    if (!f || zframe_size(f) == 0)
+    if (!f)
         return false;
-    Quaver__V1__Call *call = quaver__v1__call__unpack(NULL, zframe_size(f), zframe_data(f));
-    if (!call)
-        return false;
-    bool ok = call->base.n_unknown_fields == 0;
-    if (ok)
-        *deadline_wall = call->deadline_ms;
-    quaver__v1__call__free_unpacked(call, NULL);
-    return ok;
+    return s_parse_call_data(zframe_data(f), zframe_size(f), deadline_wall);
+}
+
+/* A request's deadline in mono ms, from the wall-clock deadline of its Call (0: none). */
+static int64_t s_request_deadline(qv_broker_t *self, int64_t now, int64_t wall)
+{
+    if (wall > 0) {
+        int64_t left = wall - qv_wall_ms();
+        if (left > 86400000)          /* a day: anything beyond is a broken clock or body */
+            left = 86400000;
+        return now + (left > 0 ? left : 0);
+    }
+    return now + self->default_deadline_ms;
 }
 
 /* msg holds what follows "" MDPC01. Takes sender and msg. */
@@ -502,14 +564,7 @@ static void s_on_client(qv_broker_t *self, zframe_t *sender, zmsg_t *msg)
     r->body = msg;
     int64_t now = qv_mono_ms(), wall = 0;
     r->is_call = s_parse_call(msg, &wall);
-    if (wall > 0) {
-        int64_t left = wall - qv_wall_ms();
-        if (left > 86400000)          /* a day: anything beyond is a broken clock or body */
-            left = 86400000;
-        r->deadline = now + (left > 0 ? left : 0);
-    }
-    else
-        r->deadline = now + self->default_deadline_ms;
+    r->deadline = s_request_deadline(self, now, wall);
 
     s_service_t *s = s_service_require(self, name);
     if (!s || zlistx_size(s->queue) >= S_MAX_QUEUE)
@@ -524,11 +579,9 @@ static void s_on_client(qv_broker_t *self, zframe_t *sender, zmsg_t *msg)
     free(name);
 }
 
-static void s_on_router(qv_broker_t *self)
+/* The general path: one whole message from the ROUTER. Takes msg. */
+static void s_on_message(qv_broker_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = zmsg_recv(self->router);
-    if (!msg)
-        return;
     zframe_t *sender = zmsg_pop(msg);
     zframe_t *empty = zmsg_pop(msg);
     zframe_t *header = zmsg_pop(msg);
@@ -549,6 +602,195 @@ static void s_on_router(qv_broker_t *self)
     zframe_destroy(&empty);
     zframe_destroy(&header);
     zmsg_destroy(&msg);
+}
+
+/* ---- the fast path --------------------------------------------------------------------- */
+
+#define S_FAST_FRAMES 16         /* longer messages take the general path */
+
+typedef struct {
+    zmq_msg_t part[S_FAST_FRAMES];
+    int       n;
+} s_parts_t;
+
+static bool s_part_eq(zmq_msg_t *m, const char *str, size_t len)
+{
+    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), str, len) == 0;
+}
+
+static void s_parts_close(s_parts_t *p)
+{
+    for (int i = 0; i < p->n; i++)
+        zmq_msg_close(&p->part[i]);
+    p->n = 0;
+}
+
+/* A small frame built in place (libzmq keeps up to 33 bytes inside the zmq_msg_t: no
+ * allocation). */
+static void s_small(zmq_msg_t *m, const void *data, size_t size)
+{
+    if (zmq_msg_init_size(m, size) == 0)
+        memcpy(zmq_msg_data(m), data, size);
+    else
+        zmq_msg_init(m);
+}
+
+/* Sends frames from..n-1 of p, the last without MORE. */
+static void s_send_rest(void *handle, s_parts_t *p, int from)
+{
+    for (int i = from; i < p->n; i++)
+        zmq_msg_send(&p->part[i], handle, (i + 1 < p->n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+}
+
+/* Same text as zframe_strhex, which keys the workers table; NUL-terminated in out. */
+static void s_hex(const uint8_t *data, size_t size, char *out)
+{
+    static const char digits[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < size; i++) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 15];
+    }
+    out[2 * size] = '\0';
+}
+
+/* [client] "" MDPC01 <service> <body...> for a service with a ready worker and nobody
+ * queued: straight to the least recently used worker, as s_on_client + s_dispatch would do.
+ * Returns false (p untouched) when the general path must decide: mmi, no worker, a queue, a
+ * deadline already past, a send refused. */
+static bool s_fast_client(qv_broker_t *self, s_parts_t *p, void *handle)
+{
+    if (p->n < 5)
+        return false;
+    size_t len = zmq_msg_size(&p->part[3]);
+    if (len == 0 || len > S_NAME_MAX)
+        return false;
+    char name[S_NAME_MAX + 1];
+    memcpy(name, zmq_msg_data(&p->part[3]), len);
+    name[len] = '\0';
+    if (memchr(name, '\0', len) || strncmp(name, "mmi.", 4) == 0)
+        return false;
+    s_service_t *s = (s_service_t *) zhashx_lookup(self->services, name);
+    if (!s || zlistx_size(s->queue) > 0 || zlistx_size(s->ready) == 0)
+        return false;
+    int64_t now = qv_mono_ms(), wall = 0;
+    s_parse_call_data((const uint8_t *) zmq_msg_data(&p->part[4]), zmq_msg_size(&p->part[4]),
+                      &wall);
+    int64_t deadline = s_request_deadline(self, now, wall);
+    if (deadline <= now)
+        return false;
+    s_worker_t *w = (s_worker_t *) zlistx_first(s->ready);
+    /* REQUEST: [worker] "" MDPW01 0x02 client-address "" body... Only the first frame can
+     * be refused (a message is atomic); then the general path retries and forgets w. */
+    zmq_msg_t id;
+    s_small(&id, zframe_data(w->identity), zframe_size(w->identity));
+    if (zmq_msg_send(&id, handle, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        return false;
+    }
+    zmq_msg_t empty, proto, cmd;
+    char command = QV_MDPW_REQUEST;
+    zmq_msg_init(&empty);
+    s_small(&proto, QV_MDPW, 6);
+    s_small(&cmd, &command, 1);
+    zmq_msg_send(&empty, handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_send(&proto, handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_send(&cmd, handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_send(&p->part[0], handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);   /* client address */
+    zmq_msg_send(&p->part[1], handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);   /* "" */
+    s_send_rest(handle, p, 4);
+    zmq_msg_close(&id);
+    zmq_msg_close(&empty);
+    zmq_msg_close(&proto);
+    zmq_msg_close(&cmd);
+    s_parts_close(p);
+
+    zlistx_detach(s->ready, NULL);
+    w->ready_handle = NULL;
+    w->busy = true;
+    w->busy_until = deadline + (int64_t) self->hb_ms * self->liveness;
+    s->inflight++;
+    s->requests++;
+    return true;
+}
+
+/* [worker] "" MDPW01 0x03 client-address "" <body...> from a busy worker we know: the body
+ * goes to the client, the worker back to the ready list, as s_on_worker does. Returns false
+ * (p untouched) for anything else. */
+static bool s_fast_reply(qv_broker_t *self, s_parts_t *p, void *handle)
+{
+    if (p->n < 6 || !s_part_eq(&p->part[3], "\x03", 1) || zmq_msg_size(&p->part[4]) == 0
+        || zmq_msg_size(&p->part[5]) != 0)
+        return false;
+    char key[2 * 256 + 1];
+    size_t idlen = zmq_msg_size(&p->part[0]);
+    if (idlen == 0 || idlen > 256)
+        return false;
+    s_hex((const uint8_t *) zmq_msg_data(&p->part[0]), idlen, key);
+    s_worker_t *w = (s_worker_t *) zhashx_lookup(self->workers, key);
+    if (!w || !w->busy)
+        return false;
+    s_service_t *s = w->service;
+    s->inflight--;
+    s_worker_refresh(self, w, qv_mono_ms());
+    /* [client] "" MDPC01 <service> <body...> */
+    if (zmq_msg_send(&p->part[4], handle, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        self->unroutable++;
+    else {
+        zmq_msg_t proto, svc;
+        s_small(&proto, QV_MDPC, 6);
+        s_small(&svc, s->name, strlen(s->name));
+        zmq_msg_send(&p->part[5], handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);   /* "" */
+        zmq_msg_send(&proto, handle, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send(&svc, handle, (p->n > 6 ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+        s_send_rest(handle, p, 6);
+        zmq_msg_close(&proto);
+        zmq_msg_close(&svc);
+    }
+    s_parts_close(p);
+    s_worker_ready(self, w);
+    return true;
+}
+
+/* Reads and handles one message from the ROUTER. Returns false when none was waiting. */
+static bool s_on_router(qv_broker_t *self)
+{
+    void *handle = zsock_resolve(self->router);
+    s_parts_t p;
+    p.n = 0;
+    bool more = true;
+    while (more && p.n < S_FAST_FRAMES) {
+        zmq_msg_t *m = &p.part[p.n];
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, handle, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(m);
+            if (p.n == 0)
+                return false;
+            more = false;      /* not seen: a message arrives whole */
+            break;
+        }
+        p.n++;
+        more = zmq_msg_more(m);
+    }
+    if (!more && p.n >= 3 && zmq_msg_size(&p.part[1]) == 0) {
+        if (s_part_eq(&p.part[2], QV_MDPC, 6) && s_fast_client(self, &p, handle))
+            return true;
+        if (s_part_eq(&p.part[2], QV_MDPW, 6) && s_fast_reply(self, &p, handle))
+            return true;
+    }
+    /* the general path */
+    zmsg_t *msg = zmsg_new();
+    for (int i = 0; i < p.n; i++)
+        zmsg_addmem(msg, zmq_msg_data(&p.part[i]), zmq_msg_size(&p.part[i]));
+    s_parts_close(&p);
+    while (more) {
+        zframe_t *f = zframe_recv(self->router);
+        if (!f)
+            break;
+        more = zframe_more(f);
+        zmsg_append(msg, &f);
+    }
+    s_on_message(self, msg);
+    return true;
 }
 
 /* ---- timers ---------------------------------------------------------------------------- */
@@ -644,8 +886,8 @@ static void s_broker_actor(zsock_t *pipe, void *args)
         }
         pthread_mutex_lock(&self->lock);
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN))
-            for (int i = 0; i < S_BATCH && (zsock_events(self->router) & ZMQ_POLLIN); i++)
-                s_on_router(self);
+            for (int i = 0; i < S_BATCH && s_on_router(self); i++)
+                ;
         now = qv_mono_ms();
         if (now >= self->next_expiry)
             s_expire(self, now);

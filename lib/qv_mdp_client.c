@@ -65,24 +65,6 @@ void qv_client_destroy(qv_client_t **self_p)
     *self_p = NULL;
 }
 
-/* Sends and destroys msg without blocking. */
-static int s_send(zsock_t *sock, zmsg_t **msg_p)
-{
-    zmsg_t *msg = *msg_p;
-    void *handle = zsock_resolve(sock);
-    size_t n = zmsg_size(msg), i = 0;
-    int rc = 0;
-    for (zframe_t *f = zmsg_first(msg); f; f = zmsg_next(msg), i++) {
-        int flags = ZFRAME_REUSE | ZFRAME_DONTWAIT | (i + 1 < n ? ZFRAME_MORE : 0);
-        if (zframe_send(&f, handle, flags) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    zmsg_destroy(msg_p);
-    return rc;
-}
-
 /* After a failed call the socket may still hold our request or get its reply later. */
 static void s_replace(qv_client_t *self)
 {
@@ -99,15 +81,16 @@ int qv_client_call(qv_client_t *self, const char *service, const void *body, siz
         return -1;
     if (!self->sock && !(self->sock = s_open(self->broker)))
         return -1;
-    zmsg_t *msg = zmsg_new();
-    zmsg_addmem(msg, "", 0);
-    zmsg_addstr(msg, QV_MDPC);
-    zmsg_addstr(msg, service);
-    zmsg_addmem(msg, body, len);
-    if (s_send(self->sock, &msg) != 0) {
+    /* "" MDPC01 <service> <body>, straight from the caller's bytes. Only the first frame
+     * can be refused (a message is atomic). */
+    void *handle = zsock_resolve(self->sock);
+    if (zmq_send(handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         s_replace(self);
         return -1;
     }
+    zmq_send(handle, QV_MDPC, 6, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(handle, service, strlen(service), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(handle, body ? body : "", len, ZMQ_DONTWAIT);
     int64_t end = timeout_ms < 0 ? INT64_MAX : qv_mono_ms() + timeout_ms;
     while (true) {
         int64_t now = qv_mono_ms();
@@ -123,18 +106,39 @@ int qv_client_call(qv_client_t *self, const char *service, const void *body, siz
         }
         if (rc == 0)
             continue;
-        zmsg_t *in = zmsg_recv(self->sock);
-        if (!in)
+        /* the envelope as raw frames; only the body becomes the caller's zmsg */
+        zmq_msg_t env[3];
+        int n = 0;
+        bool more = true;
+        while (n < 3 && more) {
+            zmq_msg_init(&env[n]);
+            if (zmq_msg_recv(&env[n], handle, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&env[n]);
+                more = false;
+                break;
+            }
+            more = zmq_msg_more(&env[n++]);
+        }
+        size_t slen = strlen(service);
+        bool ok = n == 3 && zmq_msg_size(&env[0]) == 0 && zmq_msg_size(&env[1]) == 6
+                  && memcmp(zmq_msg_data(&env[1]), QV_MDPC, 6) == 0
+                  && zmq_msg_size(&env[2]) == slen
+                  && memcmp(zmq_msg_data(&env[2]), service, slen) == 0;
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&env[i]);
+        if (n == 0)
             continue;
-        zframe_t *empty = zmsg_pop(in);
-        zframe_t *header = zmsg_pop(in);
-        zframe_t *svc = zmsg_pop(in);
-        bool ok = empty && zframe_size(empty) == 0 && header && zframe_streq(header, QV_MDPC)
-                  && svc && zframe_streq(svc, service);
-        zframe_destroy(&empty);
-        zframe_destroy(&header);
-        zframe_destroy(&svc);
-        if (ok) {
+        zmsg_t *in = zmsg_new();
+        while (more) {
+            zframe_t *f = zframe_recv(self->sock);
+            if (!f)
+                break;
+            more = zframe_more(f);
+            if (in)
+                zmsg_append(in, &f);
+            zframe_destroy(&f);
+        }
+        if (ok && in) {
             *reply = in;
             return 0;
         }

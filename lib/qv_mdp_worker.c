@@ -70,6 +70,9 @@ struct qv_worker_t {
     uint64_t     reply_gen;   /* ... and on which socket */
     uint64_t     next_gen;
     uint64_t     malformed;
+    zmq_pollitem_t *items;    /* recv's poll set, kept between calls */
+    s_conn_t   **owners;
+    size_t       cap;
 };
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -91,6 +94,49 @@ static int s_send(zsock_t *sock, zmsg_t **msg_p)
     }
     zmsg_destroy(msg_p);
     return rc;
+}
+
+/* "" MDPW01 <command> as the start of a message, straight from constant bytes (libzmq keeps
+ * frames this small inside the message: no allocation). Only the first frame can be refused
+ * (a message is atomic). Returns -1 when nothing was sent. */
+static int s_send_header(void *handle, int command, bool more)
+{
+    char cmd = (char) command;
+    if (zmq_send(handle, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    zmq_send(handle, QV_MDPW, 6, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(handle, &cmd, 1, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+    return 0;
+}
+
+/* Receives one frame into m (initialised here; the caller closes it). Returns -1 when there
+ * was none; *more tells whether the message goes on. */
+static int s_recv_part(void *handle, zmq_msg_t *m, bool *more)
+{
+    zmq_msg_init(m);
+    if (zmq_msg_recv(m, handle, ZMQ_DONTWAIT) < 0) {
+        *more = false;
+        return -1;
+    }
+    *more = zmq_msg_more(m);
+    return 0;
+}
+
+/* The rest of a message as a zmsg (frames moved, not copied); NULL when out of memory, the
+ * rest still drained. */
+static zmsg_t *s_recv_rest(zsock_t *sock, bool more)
+{
+    zmsg_t *msg = zmsg_new();
+    while (more) {
+        zframe_t *f = zframe_recv(sock);
+        if (!f)
+            break;
+        more = zframe_more(f);
+        if (msg)
+            zmsg_append(msg, &f);
+        zframe_destroy(&f);
+    }
+    return msg;
 }
 
 static void s_send_cmd(s_conn_t *c, int command, const char *arg)
@@ -347,33 +393,42 @@ static void s_maintain(qv_worker_t *self, int64_t now)
     }
 }
 
-/* Reads one message from c. Returns the request body and sets *reply_to for a REQUEST. */
+/* Reads one message from c. Returns the request body and sets *reply_to for a REQUEST.
+ * The envelope is read as raw frames and only the body becomes a zmsg. */
 static zmsg_t *s_on_conn(qv_worker_t *self, s_conn_t *c, int64_t now, zframe_t **reply_to)
 {
-    zmsg_t *msg = zmsg_recv(c->sock);
-    if (!msg)
+    void *handle = zsock_resolve(c->sock);
+    zmq_msg_t env[3];
+    int n = 0;
+    bool more = true;
+    while (n < 3 && more && s_recv_part(handle, &env[n], &more) == 0)
+        n++;
+    if (n == 0) {
+        zmq_msg_close(&env[0]);
         return NULL;
+    }
     c->last_heard = now;
     c->backoff = self->hb_ms;
-    zframe_t *empty = zmsg_pop(msg);
-    zframe_t *header = zmsg_pop(msg);
-    zframe_t *cmdf = zmsg_pop(msg);
     zmsg_t *body = NULL;
-    if (!empty || zframe_size(empty) != 0 || !header || !zframe_streq(header, QV_MDPW)
-        || !cmdf || zframe_size(cmdf) != 1)
+    if (n < 3 || zmq_msg_size(&env[0]) != 0 || zmq_msg_size(&env[1]) != 6
+        || memcmp(zmq_msg_data(&env[1]), QV_MDPW, 6) != 0 || zmq_msg_size(&env[2]) != 1)
         self->malformed++;
     else {
-        switch (zframe_data(cmdf)[0]) {
+        switch (((const uint8_t *) zmq_msg_data(&env[2]))[0]) {
         case QV_MDPW_REQUEST: {
-            zframe_t *client = zmsg_pop(msg);
-            zframe_t *delim = zmsg_pop(msg);
+            zframe_t *client = more ? zframe_recv(c->sock) : NULL;
+            more = client && zframe_more(client);
+            zframe_t *delim = more ? zframe_recv(c->sock) : NULL;
+            more = delim && zframe_more(delim);
             if (client && zframe_size(client) > 0 && delim && zframe_size(delim) == 0) {
-                *reply_to = client;
-                client = NULL;
-                body = msg;
-                msg = NULL;
-                self->reply_conn = c;
-                self->reply_gen = c->generation;
+                body = s_recv_rest(c->sock, more);
+                more = false;
+                if (body) {
+                    *reply_to = client;
+                    client = NULL;
+                    self->reply_conn = c;
+                    self->reply_gen = c->generation;
+                }
             }
             else
                 self->malformed++;
@@ -385,19 +440,23 @@ static zmsg_t *s_on_conn(qv_worker_t *self, s_conn_t *c, int64_t now, zframe_t *
             break;
         case QV_MDPW_DISCONNECT:
             /* The broker forgot us (restart, or it thought us dead): start a new
-             * conversation at once, it is evidently alive. */
+             * conversation at once, it is evidently alive. The old socket's unread frames
+             * go with it. */
             s_conn_close(c, false, 0);
             s_conn_open(self, c, now);
+            more = false;
             break;
         default:
             self->malformed++;
             break;
         }
     }
-    zframe_destroy(&empty);
-    zframe_destroy(&header);
-    zframe_destroy(&cmdf);
-    zmsg_destroy(&msg);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&env[i]);
+    if (more) {               /* whatever is left of a message we did not take */
+        zmsg_t *rest = s_recv_rest(c->sock, true);
+        zmsg_destroy(&rest);
+    }
     return body;
 }
 
@@ -482,6 +541,8 @@ void qv_worker_destroy(qv_worker_t **self_p)
     }
     free(self->specs);
     free(self->service);
+    free(self->items);
+    free(self->owners);
     free(self);
     *self_p = NULL;
 }
@@ -502,25 +563,24 @@ zmsg_t *qv_worker_recv(qv_worker_t *self, int timeout_ms, zframe_t **reply_to)
         s_conn_open(self, unanswered, qv_mono_ms());
     }
     self->reply_conn = NULL;
-    size_t cap = 0;
-    zmq_pollitem_t *items = NULL;
-    s_conn_t **owners = NULL;
     zmsg_t *body = NULL;
     while (!body && !atomic_load(&self->stop) && !zsys_interrupted) {
         int64_t now = qv_mono_ms();
         s_maintain(self, now);
         size_t n = 0, total = zlistx_size(self->conns);
-        if (total > cap) {
-            zmq_pollitem_t *ni = (zmq_pollitem_t *) realloc(items, total * sizeof *ni);
+        if (total > self->cap) {
+            zmq_pollitem_t *ni = (zmq_pollitem_t *) realloc(self->items, total * sizeof *ni);
             if (ni)
-                items = ni;
-            s_conn_t **no = (s_conn_t **) realloc(owners, total * sizeof *no);
+                self->items = ni;
+            s_conn_t **no = (s_conn_t **) realloc(self->owners, total * sizeof *no);
             if (no)
-                owners = no;
+                self->owners = no;
             if (!ni || !no)
                 break;
-            cap = total;
+            self->cap = total;
         }
+        zmq_pollitem_t *items = self->items;
+        s_conn_t **owners = self->owners;
         int64_t wake = now + S_SLICE_MS;
         if (end < wake)
             wake = end;
@@ -545,8 +605,6 @@ zmsg_t *qv_worker_recv(qv_worker_t *self, int timeout_ms, zframe_t **reply_to)
         if (!body && now >= end)
             break;
     }
-    free(items);
-    free(owners);
     return body;
 }
 
@@ -566,16 +624,24 @@ int qv_worker_send(qv_worker_t *self, zmsg_t **body_p, zframe_t **reply_to_p)
         return -1;
     }
     self->reply_conn = NULL;
-    if (!body)
-        body = zmsg_new();
-    char cmd = QV_MDPW_REPLY;
-    zmsg_pushmem(body, "", 0);
-    zmsg_prepend(body, &client);
-    zmsg_pushmem(body, &cmd, 1);
-    zmsg_pushstr(body, QV_MDPW);
-    zmsg_pushmem(body, "", 0);
-    if (s_send(c->sock, &body) != 0)
+    /* "" MDPW01 0x03 client-address "" body...: the envelope from constant bytes, the
+     * client address and the body frames moved into libzmq, not copied */
+    void *handle = zsock_resolve(c->sock);
+    size_t n = body ? zmsg_size(body) : 0;
+    if (s_send_header(handle, QV_MDPW_REPLY, true) != 0) {
+        zmsg_destroy(&body);
+        zframe_destroy(&client);
         return -1;
+    }
+    zframe_send(&client, c->sock, ZFRAME_MORE | ZFRAME_DONTWAIT);
+    zmq_send(handle, "", 0, (n > 0 ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+    for (size_t i = 0; i < n; i++) {
+        zframe_t *f = zmsg_pop(body);
+        zframe_send(&f, c->sock, (i + 1 < n ? ZFRAME_MORE : 0) | ZFRAME_DONTWAIT);
+        zframe_destroy(&f);       /* NULL already unless the send failed */
+    }
+    zmsg_destroy(&body);
+    zframe_destroy(&client);
     /* The reply is a heartbeat too. */
     c->next_hb = qv_mono_ms() + self->hb_ms;
     return 0;

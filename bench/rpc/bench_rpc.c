@@ -1,127 +1,255 @@
-/* bench_rpc: what the Majordomo broker costs on a round trip.
+/* bench_rpc: what a call through the Majordomo broker costs, beside a direct libzmq round trip
+ * measured in the same run.
  *
- * Anchor (same run, same process, same body): a direct libzmq DEALER -> ROUTER echo over tcp
- * loopback. Measured: qv_client_call -> broker (ROUTER, tcp loopback) -> qv_worker echo ->
- * broker -> client. Latency mode does sequential calls from one thread and reports p50/p99
- * and calls/s; throughput mode runs N client threads in a closed loop (with N echo workers
- * behind the broker, and one ROUTER echo thread for the anchor, which serves any number of
- * clients). Each figure is the median of the runs; the ratio is broker / direct. Runs
- * alternate direct and broker so that a noisy neighbour hits both alike.
+ * The processes are laid out as Quaver runs them (DESIGN.md "Processes and traffic"): the
+ * broker lives in this process (as it lives in the gateway), the echo workers live in a
+ * separate process connected over tcp loopback (as every service replica does), and so does
+ * the anchor's ROUTER echo. Three paths, one body (a packed quaver.v1.Call, so that the broker
+ * does the work it does in production: it reads the Call's deadline):
  *
- *   bench_rpc [--runs 5] [--calls 20000] [--size 64] [--threads 1,8]
+ *   (a) gateway:  qv_client -> inproc://  -> broker -> tcp -> worker process -> back
+ *                 (the gateway's HTTP threads call the broker this way, gw_client_endpoint)
+ *   (b) external: qv_client -> tcp        -> broker -> tcp -> worker process -> back
+ *                 (another daemon, or anyone's MDP client)
+ *   (c) direct:   libzmq DEALER -> tcp -> ROUTER echo process -> back (the anchor)
+ *
+ * Latency: one client thread, sequential calls, p50/p99 and calls/s. Throughput: N client
+ * threads in a closed loop; the worker process runs as many echo workers as the widest N, the
+ * anchor one ROUTER echo thread (a ROUTER serves any number of clients). Each run measures
+ * every path once, in an order that rotates from run to run, so that a noisy neighbour hits
+ * all of them alike; each figure is the median over the runs and each ratio is path / direct
+ * of those medians.
+ *
+ * Child processes die with us: they get PR_SET_PDEATHSIG (SIGKILL) before exec, and we stop
+ * them at exit() and on SIGINT/SIGTERM/SIGHUP.
+ *
+ *   bench_rpc [--runs 7] [--calls 20000] [--size 64] [--threads 1,8]
+ *   (internal: bench_rpc --echo | bench_rpc --worker ENDPOINT N)
  */
 #include "qv_mdp.h"
 #include "qv_clock.h"
+#include "quaver/v1/envelope.pb-c.h"
 
+#include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define S_MAX_RUNS     64
 #define S_MAX_THREADS  64
+#define S_NPATHS       3
 
 typedef struct {
-    int    runs, calls, size;
-    int    threads[8];
-    int    nthreads;
+    int runs, calls, size;
+    int threads[8];
+    int nthreads;
 } s_opts_t;
 
-static s_opts_t s_opts = { 5, 20000, 64, { 1, 8 }, 2 };
+static s_opts_t s_opts = { 7, 20000, 64, { 1, 8 }, 2 };
 
-/* ---- the two echo servers ------------------------------------------------------------- */
+/* ---- child processes -------------------------------------------------------------------- */
 
-static atomic_bool s_stop_direct;
+static pid_t s_child[2];
+static volatile sig_atomic_t s_nchild;
+static const char *s_exe = "/proc/self/exe";   /* argv[0] when it is a path (valgrind) */
 
-/* ROUTER echo: [id][body] back as it came. */
-static void *s_direct_server(void *arg)
+/* fork + exec ourselves with argv; the child's stdout goes to *out_fd when out_fd is set.
+ * Only async-signal-safe calls between fork and exec: we have threads. */
+static pid_t s_spawn(char *const argv[], int *out_fd)
 {
-    void *router = arg;
-    zmq_pollitem_t item = { router, 0, ZMQ_POLLIN, 0 };
-    while (!atomic_load(&s_stop_direct)) {
-        if (zmq_poll(&item, 1, 100) <= 0)
-            continue;
-        while (true) {
-            zmq_msg_t part;
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, router, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
+    int fds[2] = { -1, -1 };
+    if (out_fd && pipe(fds) != 0)
+        return -1;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)        /* the parent died before prctl */
+            _exit(1);
+        if (out_fd) {
+            dup2(fds[1], STDOUT_FILENO);
+            close(fds[0]);
+            close(fds[1]);
+        }
+        execv(s_exe, argv);
+        _exit(127);
+    }
+    if (out_fd) {
+        close(fds[1]);
+        if (pid < 0)
+            close(fds[0]);
+        else
+            *out_fd = fds[0];
+    }
+    if (pid > 0)
+        s_child[s_nchild++] = pid;
+    return pid;
+}
+
+/* Asks every child to stop, waits up to a second, then kills what is left. */
+static void s_reap(void)
+{
+    for (int i = 0; i < s_nchild; i++)
+        kill(s_child[i], SIGTERM);
+    for (int i = 0; i < s_nchild; i++) {
+        int64_t end = qv_mono_ms() + 1000;
+        while (waitpid(s_child[i], NULL, WNOHANG) == 0) {
+            if (qv_mono_ms() >= end) {
+                kill(s_child[i], SIGKILL);
+                waitpid(s_child[i], NULL, 0);
                 break;
             }
-            int more = zmq_msg_more(&part);
-            zmq_msg_send(&part, router, more ? ZMQ_SNDMORE : 0);
-            zmq_msg_close(&part);
+            usleep(5000);
         }
     }
+    s_nchild = 0;
+}
+
+static void s_on_signal(int sig)
+{
+    for (int i = 0; i < s_nchild; i++)
+        kill(s_child[i], SIGKILL);
+    for (int i = 0; i < s_nchild; i++)
+        waitpid(s_child[i], NULL, 0);
+    _exit(128 + sig);
+}
+
+static void s_die(const char *what)
+{
+    fprintf(stderr, "bench_rpc: %s\n", what);
+    exit(1);    /* atexit: s_reap */
+}
+
+/* --echo: the anchor. A ROUTER on tcp loopback that sends every message back as it came;
+ * prints its endpoint on stdout. Plain libzmq, one IO thread. Ends when killed. */
+static int s_echo_main(void)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = ctx ? zmq_socket(ctx, ZMQ_ROUTER) : NULL;
+    int zero = 0;
+    if (!router || zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero) != 0
+        || zmq_bind(router, "tcp://127.0.0.1:*") != 0)
+        return 1;
+    char ep[256];
+    size_t len = sizeof ep;
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, ep, &len);
+    printf("%s\n", ep);
+    fflush(stdout);
+    while (true) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, router, 0) < 0) {
+            zmq_msg_close(&part);
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        int more = zmq_msg_more(&part);
+        if (zmq_msg_send(&part, router, more ? ZMQ_SNDMORE : 0) < 0)
+            zmq_msg_close(&part);
+    }
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+    return 0;
+}
+
+/* --worker ENDPOINT N: N echo workers for service "echo", one thread each, in this process.
+ * Ends on SIGTERM (CZMQ's handler sets zsys_interrupted; qv_worker_recv returns NULL). */
+static void *s_worker_thread(void *arg)
+{
+    qv_worker_t *worker = qv_worker_new((const char *) arg, "echo", 1000, 3);
+    if (!worker)
+        return NULL;
+    zframe_t *reply_to;
+    zmsg_t *body;
+    while ((body = qv_worker_recv(worker, -1, &reply_to)))
+        qv_worker_send(worker, &body, &reply_to);
+    qv_worker_destroy(&worker);
     return NULL;
 }
 
-typedef struct {
-    qv_worker_t *worker;
-    pthread_t    thread;
-} s_worker_ctx_t;
-
-static void *s_mdp_worker(void *arg)
+static int s_worker_main(const char *endpoint, int n)
 {
-    s_worker_ctx_t *w = (s_worker_ctx_t *) arg;
-    zframe_t *reply_to;
-    zmsg_t *body;
-    while ((body = qv_worker_recv(w->worker, -1, &reply_to)))
-        qv_worker_send(w->worker, &body, &reply_to);
-    return NULL;
+    if (n < 1 || n > S_MAX_THREADS)
+        return 2;
+    zsys_init();
+    pthread_t threads[S_MAX_THREADS];
+    for (int i = 0; i < n; i++)
+        pthread_create(&threads[i], NULL, s_worker_thread, (void *) endpoint);
+    for (int i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+    return 0;
 }
 
 /* ---- clients ----------------------------------------------------------------------------- */
 
+typedef enum { S_DIRECT, S_GATEWAY, S_EXTERNAL } s_path_t;
+
+static const char *s_path_label[S_NPATHS] = {
+    "(c) direct: DEALER -tcp-> ROUTER echo process",
+    "(a) gateway: client -inproc-> broker -tcp-> worker process",
+    "(b) external: client -tcp-> broker -tcp-> worker process",
+};
+
+static char s_endpoint[S_NPATHS][256];
+static uint8_t *s_body;          /* a packed quaver.v1.Call */
+static size_t s_body_len;
+
 typedef struct {
-    bool      broker;      /* through the broker, else direct */
-    const char *endpoint;
-    int       calls;
-    int64_t  *lat_us;      /* may be NULL (throughput mode) */
-    int       errors;
-    pthread_t thread;
+    s_path_t          path;
+    int               calls;
+    int64_t          *lat_us;     /* may be NULL (throughput mode) */
+    int               errors;
+    pthread_barrier_t *ready;     /* connected and warmed up: the clock may start */
+    pthread_t         thread;
 } s_client_t;
 
 static void *s_client_main(void *arg)
 {
     s_client_t *c = (s_client_t *) arg;
-    char *body = (char *) malloc((size_t) s_opts.size);
-    memset(body, 'q', (size_t) s_opts.size);
-    if (c->broker) {
-        qv_client_t *client = qv_client_new(c->endpoint);
-        for (int i = 0; i < c->calls; i++) {
-            int64_t t0 = qv_mono_us();
-            zmsg_t *reply = NULL;
-            if (qv_client_call(client, "echo", body, (size_t) s_opts.size, 5000, &reply) != 0
-                || zframe_size(zmsg_first(reply)) != (size_t) s_opts.size)
-                c->errors++;
-            zmsg_destroy(&reply);
-            if (c->lat_us)
-                c->lat_us[i] = qv_mono_us() - t0;
-        }
-        qv_client_destroy(&client);
-    }
-    else {
+    int warm = c->calls / 10 < 100 ? c->calls / 10 : 100;
+    if (c->path == S_DIRECT) {
         void *dealer = zmq_socket(zsys_init(), ZMQ_DEALER);
         int zero = 0;
         zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_connect(dealer, c->endpoint);
-        char *in = (char *) malloc((size_t) s_opts.size + 1);
-        for (int i = 0; i < c->calls; i++) {
+        zmq_connect(dealer, s_endpoint[S_DIRECT]);
+        uint8_t *in = (uint8_t *) malloc(s_body_len + 1);
+        for (int i = -warm; i < c->calls; i++) {
+            if (i == 0)
+                pthread_barrier_wait(c->ready);
             int64_t t0 = qv_mono_us();
-            zmq_send(dealer, body, (size_t) s_opts.size, 0);
-            if (zmq_recv(dealer, in, (size_t) s_opts.size + 1, 0) != s_opts.size)
+            if (zmq_send(dealer, s_body, s_body_len, 0) != (int) s_body_len
+                || zmq_recv(dealer, in, s_body_len + 1, 0) != (int) s_body_len)
                 c->errors++;
-            if (c->lat_us)
+            if (c->lat_us && i >= 0)
                 c->lat_us[i] = qv_mono_us() - t0;
         }
         free(in);
         zmq_close(dealer);
     }
-    free(body);
+    else {
+        qv_client_t *client = qv_client_new(s_endpoint[c->path]);
+        for (int i = -warm; i < c->calls; i++) {
+            if (i == 0)
+                pthread_barrier_wait(c->ready);
+            int64_t t0 = qv_mono_us();
+            zmsg_t *reply = NULL;
+            if (!client
+                || qv_client_call(client, "echo", s_body, s_body_len, 5000, &reply) != 0
+                || zframe_size(zmsg_first(reply)) != s_body_len)
+                c->errors++;
+            zmsg_destroy(&reply);
+            if (c->lat_us && i >= 0)
+                c->lat_us[i] = qv_mono_us() - t0;
+        }
+        qv_client_destroy(&client);
+    }
     return NULL;
 }
 
@@ -131,8 +259,10 @@ static int s_cmp64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double s_cmpd_median(double *v, int n)
+static double s_median(const double *in, int n)
 {
+    double v[S_MAX_RUNS];
+    memcpy(v, in, (size_t) n * sizeof *v);
     for (int i = 1; i < n; i++)        /* insertion sort: n is the number of runs */
         for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
             double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
@@ -140,25 +270,45 @@ static double s_cmpd_median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* One measurement: nthreads clients, calls in total. Returns calls/s; fills p50/p99 (µs)
- * when latency is wanted (nthreads == 1). */
-static double s_measure(bool broker, const char *ep, int nthreads, int calls, double *p50,
-                        double *p99, int *errors)
+static double s_min(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double s_max(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* One measurement: nthreads clients of one path, calls in total, timed from when all are
+ * connected and warm. Returns calls/s; fills p50/p99 (µs) of the first client when asked. */
+static double s_measure(s_path_t path, int nthreads, int calls, double *p50, double *p99,
+                        int *errors)
 {
     s_client_t cl[S_MAX_THREADS];
     int per = calls / nthreads;
     int64_t *lat = p50 ? (int64_t *) malloc((size_t) per * sizeof *lat) : NULL;
-    int64_t t0 = qv_mono_us();
+    pthread_barrier_t ready;
+    pthread_barrier_init(&ready, NULL, (unsigned) nthreads + 1);
     for (int i = 0; i < nthreads; i++) {
-        cl[i] = (s_client_t) { .broker = broker, .endpoint = ep, .calls = per,
-                               .lat_us = i == 0 ? lat : NULL };
+        cl[i] = (s_client_t) { .path = path, .calls = per, .lat_us = i == 0 ? lat : NULL,
+                               .ready = &ready };
         pthread_create(&cl[i].thread, NULL, s_client_main, &cl[i]);
     }
+    pthread_barrier_wait(&ready);
+    int64_t t0 = qv_mono_us();
     for (int i = 0; i < nthreads; i++) {
         pthread_join(cl[i].thread, NULL);
         *errors += cl[i].errors;
     }
     double secs = (double) (qv_mono_us() - t0) / 1e6;
+    pthread_barrier_destroy(&ready);
     if (lat) {
         qsort(lat, (size_t) per, sizeof *lat, s_cmp64);
         *p50 = (double) lat[per / 2];
@@ -170,9 +320,17 @@ static double s_measure(bool broker, const char *ep, int nthreads, int calls, do
 
 /* ---- main -------------------------------------------------------------------------------- */
 
+static void s_usage(void)
+{
+    fprintf(stderr, "usage: bench_rpc [--runs N] [--calls N] [--size BYTES] [--threads 1,8]\n");
+    exit(2);
+}
+
 static void s_parse(int argc, char **argv)
 {
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc)
+            s_usage();
         if (strcmp(argv[i], "--runs") == 0)
             s_opts.runs = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--calls") == 0)
@@ -187,20 +345,52 @@ static void s_parse(int argc, char **argv)
                 s_opts.threads[s_opts.nthreads++] = atoi(t);
             free(list);
         }
-        else {
-            fprintf(stderr, "usage: bench_rpc [--runs N] [--calls N] [--size BYTES] "
-                            "[--threads 1,8]\n");
-            exit(2);
-        }
+        else
+            s_usage();
     }
-    if (s_opts.runs < 1 || s_opts.runs > S_MAX_RUNS || s_opts.calls < 100 || s_opts.size < 1)
-        exit(2);
+    if (s_opts.runs < 1 || s_opts.runs > S_MAX_RUNS || s_opts.calls < 100 || s_opts.size < 0
+        || s_opts.size > 1 << 24 || s_opts.nthreads < 1)
+        s_usage();
     for (int i = 0; i < s_opts.nthreads; i++)
         if (s_opts.threads[i] < 1 || s_opts.threads[i] > S_MAX_THREADS)
-            exit(2);
+            s_usage();
 }
 
-static void s_machine(void)
+/* The body every path carries: a Call as the gateway makes one, payload of --size bytes. */
+static void s_make_body(void)
+{
+    uint8_t *payload = (uint8_t *) malloc((size_t) s_opts.size + 1);
+    memset(payload, 'q', (size_t) s_opts.size);
+    Quaver__V1__Caller caller = QUAVER__V1__CALLER__INIT;
+    caller.user_id = 1;
+    caller.username = (char *) "bench";
+    Quaver__V1__Call call = QUAVER__V1__CALL__INIT;
+    call.method = (char *) "Echo";
+    call.request_id = (char *) "bench-0000000000000000";
+    call.deadline_ms = qv_wall_ms() + 24LL * 3600 * 1000;  /* never the limit here */
+    call.caller = &caller;
+    call.payload.data = payload;
+    call.payload.len = (size_t) s_opts.size;
+    s_body_len = quaver__v1__call__get_packed_size(&call);
+    s_body = (uint8_t *) malloc(s_body_len);
+    quaver__v1__call__pack(&call, s_body);
+    free(payload);
+}
+
+/* The 1-minute load average: these machines are shared, and a busy one shows in the figures. */
+static double s_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+static void s_machine(double load_start, double load_end)
 {
     char model[256] = "unknown", line[512];
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -217,106 +407,151 @@ static void s_machine(void)
         fclose(f);
     char date[64];
     time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    printf("machine: %ld CPUs (nproc), %s; %s; libzmq %d.%d.%d, CZMQ %d.%d.%d\n",
-           sysconf(_SC_NPROCESSORS_ONLN), model, date, ZMQ_VERSION_MAJOR, ZMQ_VERSION_MINOR,
-           ZMQ_VERSION_PATCH, CZMQ_VERSION_MAJOR, CZMQ_VERSION_MINOR, CZMQ_VERSION_PATCH);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    int major, minor, patch;
+    zmq_version(&major, &minor, &patch);
+    printf("| date | machine | libzmq | CZMQ | load average (1 min) at start, end |\n"
+           "|---|---|---|---|---|\n");
+    printf("| %s | %ld CPUs (nproc), %s | %d.%d.%d | %d.%d.%d | %.2f, %.2f |\n\n", date,
+           sysconf(_SC_NPROCESSORS_ONLN), model, major, minor, patch, CZMQ_VERSION_MAJOR,
+           CZMQ_VERSION_MINOR, CZMQ_VERSION_PATCH, load_start, load_end);
 }
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--echo") == 0)
+        return s_echo_main();
+    if (argc == 4 && strcmp(argv[1], "--worker") == 0)
+        return s_worker_main(argv[2], atoi(argv[3]));
     s_parse(argc, argv);
+    s_make_body();
+    if (strchr(argv[0], '/'))
+        s_exe = argv[0];
+
+    /* Our own handlers, not CZMQ's: a signal must take the children down with us. */
+    zsys_handler_set(NULL);
     zsys_init();
-    zsys_set_io_threads(1);
+    atexit(s_reap);
+    struct sigaction sa = { 0 };
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
-    /* direct anchor */
-    void *router = zmq_socket(zsys_init(), ZMQ_ROUTER);
-    int zero = 0;
-    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_bind(router, "tcp://127.0.0.1:*") != 0)
-        return 1;
-    char direct_ep[256];
-    size_t len = sizeof direct_ep;
-    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, direct_ep, &len);
-    pthread_t direct_thread;
-    pthread_create(&direct_thread, NULL, s_direct_server, router);
+    /* (c) the anchor's echo process; it tells us where it listens */
+    int out = -1;
+    char *echo_argv[] = { argv[0], (char *) "--echo", NULL };
+    if (s_spawn(echo_argv, &out) < 0)
+        s_die("cannot start the echo process");
+    FILE *echo_out = fdopen(out, "r");
+    if (!echo_out || !fgets(s_endpoint[S_DIRECT], sizeof s_endpoint[S_DIRECT], echo_out))
+        s_die("the echo process did not say where it listens");
+    fclose(echo_out);
+    s_endpoint[S_DIRECT][strcspn(s_endpoint[S_DIRECT], "\n")] = '\0';
 
-    /* the broker and enough echo workers for the widest client count */
-    qv_broker_t *broker = qv_broker_new("tcp://127.0.0.1:*", 1000, 3, 5000);
+    /* the broker as the gateway runs it: tcp for workers and external clients, inproc for
+     * the gateway's own threads */
+    char inproc[64];
+    snprintf(inproc, sizeof inproc, "inproc://qv-bench-broker-%d", (int) getpid());
+    char binds[128];
+    snprintf(binds, sizeof binds, "tcp://127.0.0.1:*,%s", inproc);
+    qv_broker_t *broker = qv_broker_new(binds, 1000, 3, 5000);
     if (!broker)
-        return 1;
-    char broker_ep[64];
-    snprintf(broker_ep, sizeof broker_ep, "tcp://127.0.0.1:%d", qv_broker_port(broker));
+        s_die("cannot start the broker");
+    snprintf(s_endpoint[S_EXTERNAL], sizeof s_endpoint[S_EXTERNAL], "tcp://127.0.0.1:%d",
+             qv_broker_port(broker));
+    snprintf(s_endpoint[S_GATEWAY], sizeof s_endpoint[S_GATEWAY], "%s", inproc);
+
+    /* the worker process, with enough echo workers for the widest client count */
     int nworkers = 1;
     for (int i = 0; i < s_opts.nthreads; i++)
         if (s_opts.threads[i] > nworkers)
             nworkers = s_opts.threads[i];
-    s_worker_ctx_t workers[S_MAX_THREADS];
-    for (int i = 0; i < nworkers; i++) {
-        workers[i].worker = qv_worker_new(broker_ep, "echo", 1000, 3);
-        pthread_create(&workers[i].thread, NULL, s_mdp_worker, &workers[i]);
-    }
-    for (int64_t end = qv_mono_ms() + 5000; qv_mono_ms() < end;) {
+    char nw[16];
+    snprintf(nw, sizeof nw, "%d", nworkers);
+    char *worker_argv[] = { argv[0], (char *) "--worker", s_endpoint[S_EXTERNAL], nw, NULL };
+    if (s_spawn(worker_argv, NULL) < 0)
+        s_die("cannot start the worker process");
+    bool up = false;
+    for (int64_t end = qv_mono_ms() + 10000; !up && qv_mono_ms() < end;) {
         qv_broker_service_stats_t st;
-        if (qv_broker_stats(broker, &st, 1) == 1 && st.ready == nworkers)
-            break;
-        zclock_sleep(10);
+        up = qv_broker_stats(broker, &st, 1) == 1 && st.ready == nworkers;
+        if (!up)
+            zclock_sleep(10);
     }
+    if (!up)
+        s_die("the worker process did not get ready");
 
-    int errors = 0;
-    double d_p50[S_MAX_RUNS], d_p99[S_MAX_RUNS], d_tp[S_MAX_RUNS];
-    double b_p50[S_MAX_RUNS], b_p99[S_MAX_RUNS], b_tp[S_MAX_RUNS];
-    /* warm-up: connections, allocator, caches */
+    int errors = 0, runs = s_opts.runs;
+    double load_start = s_loadavg();
+    double p50[S_NPATHS][S_MAX_RUNS], p99[S_NPATHS][S_MAX_RUNS], tp[S_NPATHS][S_MAX_RUNS];
     double dummy;
-    s_measure(false, direct_ep, 1, 1000, &dummy, &dummy, &errors);
-    s_measure(true, broker_ep, 1, 1000, &dummy, &dummy, &errors);
-    for (int r = 0; r < s_opts.runs; r++) {
-        d_tp[r] = s_measure(false, direct_ep, 1, s_opts.calls, &d_p50[r], &d_p99[r], &errors);
-        b_tp[r] = s_measure(true, broker_ep, 1, s_opts.calls, &b_p50[r], &b_p99[r], &errors);
-    }
-    double dp50 = s_cmpd_median(d_p50, s_opts.runs), dp99 = s_cmpd_median(d_p99, s_opts.runs);
-    double bp50 = s_cmpd_median(b_p50, s_opts.runs), bp99 = s_cmpd_median(b_p99, s_opts.runs);
-    double dtp = s_cmpd_median(d_tp, s_opts.runs), btp = s_cmpd_median(b_tp, s_opts.runs);
+    for (int p = 0; p < S_NPATHS; p++)        /* warm-up: connections, allocator, caches */
+        s_measure((s_path_t) p, 1, 2000, &dummy, &dummy, &errors);
+    for (int r = 0; r < runs; r++)
+        for (int k = 0; k < S_NPATHS; k++) {
+            int p = (r + k) % S_NPATHS;
+            tp[p][r] = s_measure((s_path_t) p, 1, s_opts.calls, &p50[p][r], &p99[p][r],
+                                 &errors);
+        }
 
-    printf("## bench_rpc: MDP broker vs direct libzmq, tcp loopback\n\n");
-    s_machine();
-    printf("body %d bytes; %d runs x %d sequential calls; medians of the runs\n\n",
-           s_opts.size, s_opts.runs, s_opts.calls);
-    printf("| path | p50 (µs) | p99 (µs) | calls/s (1 client) |\n|---|---:|---:|---:|\n");
-    printf("| direct DEALER -> ROUTER echo | %.0f | %.0f | %.0f |\n", dp50, dp99, dtp);
-    printf("| client -> broker -> worker -> back | %.0f | %.0f | %.0f |\n", bp50, bp99, btp);
-    printf("| ratio broker / direct | %.2f | %.2f | %.2f |\n\n", bp50 / dp50, bp99 / dp99,
-           btp / dtp);
-    fflush(stdout);
+    /* Per-run ratios too: the paths of one run are measured back to back, so their ratio
+     * cancels what drifts between runs (a neighbour that comes and goes). */
+    double r50[S_NPATHS][S_MAX_RUNS];
+    for (int p = 0; p < S_NPATHS; p++)
+        for (int r = 0; r < runs; r++)
+            r50[p][r] = p50[p][r] / p50[S_DIRECT][r];
 
-    printf("Throughput, N client threads in a closed loop (%d calls per run in total; "
-           "broker has %d echo workers, direct has one ROUTER echo thread)\n\n",
-           s_opts.calls, nworkers);
-    printf("| clients | direct calls/s | broker calls/s | ratio broker / direct |\n"
-           "|---:|---:|---:|---:|\n");
+    /* throughput first, so that the tables print together below */
+    double tput[8][S_NPATHS];
     for (int t = 0; t < s_opts.nthreads; t++) {
         int n = s_opts.threads[t];
-        for (int r = 0; r < s_opts.runs; r++) {
-            d_tp[r] = s_measure(false, direct_ep, n, s_opts.calls, NULL, NULL, &errors);
-            b_tp[r] = s_measure(true, broker_ep, n, s_opts.calls, NULL, NULL, &errors);
-        }
-        dtp = s_cmpd_median(d_tp, s_opts.runs);
-        btp = s_cmpd_median(b_tp, s_opts.runs);
-        printf("| %d | %.0f | %.0f | %.2f |\n", n, dtp, btp, btp / dtp);
-        fflush(stdout);
+        double v[S_NPATHS][S_MAX_RUNS];
+        for (int r = 0; r < runs; r++)
+            for (int k = 0; k < S_NPATHS; k++) {
+                int p = (r + k) % S_NPATHS;
+                v[p][r] = s_measure((s_path_t) p, n, s_opts.calls, NULL, NULL, &errors);
+            }
+        for (int p = 0; p < S_NPATHS; p++)
+            tput[t][p] = s_median(v[p], runs);
+    }
+    double load_end = s_loadavg();
+
+    printf("## bench_rpc: a call through the MDP broker vs a direct libzmq round trip\n\n");
+    s_machine(load_start, load_end);
+    printf("Body: a packed quaver.v1.Call of %zu bytes (payload %d bytes). %d runs; in each, "
+           "every path does %d calls after a warm-up, in an order that rotates from run to "
+           "run. Figures are medians over the runs; ratios are path / direct of those "
+           "medians, and (last column) the median of the per-run p50 ratios.\n\n",
+           s_body_len, s_opts.size, runs, s_opts.calls);
+    printf("Latency, one client thread, sequential calls\n\n");
+    printf("| path | p50 (µs) | p99 (µs) | calls/s | p50 / direct | p99 / direct |"
+           " p50 min–max over runs (µs) | median of per-run p50 ratios |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    double d50 = s_median(p50[S_DIRECT], runs), d99 = s_median(p99[S_DIRECT], runs);
+    static const s_path_t order[S_NPATHS] = { S_GATEWAY, S_EXTERNAL, S_DIRECT };
+    for (int k = 0; k < S_NPATHS; k++) {
+        int p = order[k];
+        double m50 = s_median(p50[p], runs), m99 = s_median(p99[p], runs);
+        printf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f–%.0f | %.2f |\n", s_path_label[p],
+               m50, m99, s_median(tp[p], runs), m50 / d50, m99 / d99, s_min(p50[p], runs),
+               s_max(p50[p], runs), s_median(r50[p], runs));
+    }
+    printf("\nThroughput, N client threads in a closed loop, calls/s (%d calls per run in "
+           "total; the worker process runs %d echo workers, the echo process one ROUTER "
+           "thread). ≤ 2× direct means a ratio ≥ 0.50 here.\n\n", s_opts.calls, nworkers);
+    printf("| clients | (a) gateway | (b) external | (c) direct | (a) / (c) | (b) / (c) |\n"
+           "|---:|---:|---:|---:|---:|---:|\n");
+    for (int t = 0; t < s_opts.nthreads; t++) {
+        double a = tput[t][S_GATEWAY], b = tput[t][S_EXTERNAL], c = tput[t][S_DIRECT];
+        printf("| %d | %.0f | %.0f | %.0f | %.2f | %.2f |\n", s_opts.threads[t], a, b, c,
+               a / c, b / c);
     }
     if (errors)
         printf("\n%d calls failed or returned the wrong size\n", errors);
 
-    for (int i = 0; i < nworkers; i++)
-        qv_worker_stop(workers[i].worker);
-    for (int i = 0; i < nworkers; i++) {
-        pthread_join(workers[i].thread, NULL);
-        qv_worker_destroy(&workers[i].worker);
-    }
+    s_reap();
     qv_broker_destroy(&broker);
-    atomic_store(&s_stop_direct, true);
-    pthread_join(direct_thread, NULL);
-    zmq_close(router);
+    free(s_body);
     return errors ? 1 : 0;
 }
