@@ -4,6 +4,7 @@ serving what it holds."""
 import hashlib
 import os
 import re
+import signal
 import time
 
 from harness import create_room, register, room_id, track_id, unique, upload_wav, wait_for, \
@@ -265,3 +266,29 @@ def test_monitor_down_everything_else_goes_on(quaver, api):
     quaver.wait_ready(30)
     wait_for(lambda: api.get("/api/metrics").status_code == 200, 15, interval=0.3,
              what="metrics after the monitor came back")
+
+
+def test_a_frozen_service_answers_504_at_the_deadline(quaver, api):
+    """A service that stops answering (SIGSTOP: alive, connected, silent) costs a caller its
+    deadline and no more: the gateway answers 504, then everything works again on SIGCONT."""
+    u = register(api)
+    rid = room_id(create_room(u))
+    tid = track_id(upload_wav(u, rid, wav_bytes(0.3), "frozen.wav"))
+    stream = quaver.daemons["stream"]
+    os.kill(stream.pid, signal.SIGSTOP)
+    try:
+        # Sent at once, while the broker still counts stream's workers as ready (three
+        # heartbeats), so the call goes to a worker that will not answer.
+        t0 = time.monotonic()
+        r = u.get(f"/api/v1/tracks/{tid}/stream", timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(stream.pid, signal.SIGCONT)
+    assert r.status_code == 504, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["code"] and "stream" in err["message"] and err["request_id"]
+    assert took < 15, f"504 came after {took:.1f} s, long past the route's deadline"
+    quaver.wait_ready(30)
+    r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
+        u.get(f"/api/v1/tracks/{tid}/stream")), 15, interval=0.2, what="the stream after SIGCONT")
+    assert r.headers["Content-Type"].startswith("audio/")

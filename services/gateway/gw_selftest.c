@@ -382,14 +382,12 @@ static void s_test_json(void)
     CHECK(gw_cell_i64(&r, 0, "id") == 7 && gw_cell(&r, 0, "nope") == NULL, "cells");
 }
 
-#ifdef GW_HAVE_WS_SELFTEST
 /* gw_ws_selftest.c: the WebSocket hub's own selftest (0 or -1). */
 int gw_ws_selftest(void);
 static void s_test_ws(void)
 {
     CHECK(gw_ws_selftest() == 0, "gw_ws_selftest failed");
 }
-#endif
 
 static const struct {
     const char *name;
@@ -398,10 +396,7 @@ static const struct {
     { "routes", s_test_routes },       { "range", s_test_range },
     { "multipart", s_test_multipart }, { "request_id", s_test_request_id },
     { "jwt", s_test_jwt },             { "password", s_test_password },
-    { "json", s_test_json },
-#ifdef GW_HAVE_WS_SELFTEST
-    { "ws", s_test_ws },
-#endif
+    { "json", s_test_json },           { "ws", s_test_ws },
     { NULL, NULL }
 };
 
