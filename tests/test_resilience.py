@@ -83,7 +83,7 @@ def _redis_state(mdp, pb):
 
 
 def test_cache_basics(mdp, pb):
-    ns, key = "pytest", unique("k")
+    ns, key = "api_response", unique("k")   # a declared namespace (issue 3)
     res = mdp.call("cache", "Get", pb.cache.CacheKey(namespace=ns, key=key))
     assert res.status == 200
     g = pb.cache.CacheGetReply()
@@ -120,7 +120,7 @@ def test_cache_basics(mdp, pb):
 
 
 def test_cache_entries_reach_redis(quaver, mdp, pb):
-    ns, key = "pytest", unique("r")
+    ns, key = "api_response", unique("r")
     assert mdp.call("cache", "Set", pb.cache.CacheSetRequest(namespace=ns, key=key,
                                                              value=b"v1")).status == 200
     # Keys are quaver:<namespace>:<key> (issue 2, section 4).
@@ -131,7 +131,7 @@ def test_cache_entries_reach_redis(quaver, mdp, pb):
 
 
 def test_cache_serves_with_redis_stopped_and_recovers(quaver, mdp, pb, api):
-    ns = "pytest"
+    ns = "api_response"
     before = unique("before")
     assert mdp.call("cache", "Set", pb.cache.CacheSetRequest(namespace=ns, key=before,
                                                              value=b"kept")).status == 200

@@ -1,5 +1,6 @@
 /* cache_redis: the shared tier over hiredis (see cache_redis.h for what it guarantees). */
 #include "cache_redis.h"
+#include "cache_tracking.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include <hiredis/hiredis.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define S_BACKOFF_MIN_MS 500
 #define S_BACKOFF_MAX_MS 10000
@@ -31,6 +33,9 @@ struct cache_redis_t {
     bool            pending_overflow;
     void          (*on_reconnect)(void *ctx);
     void           *on_reconnect_ctx;
+    cache_tracking_t *tracking;   /* NULL: no coherence (URL checks in selftests) */
+    int64_t         redirect_id;  /* the invalidation connection the data connection uses */
+    uint64_t        round_trips;
 };
 
 #define S_PENDING_MAX 10000
@@ -93,7 +98,8 @@ static int s_setup_cmd(redisContext *c, int argc, const char **argv, char *err, 
 }
 
 /* Connects without holding the lock (a connect may take the whole timeout). */
-static redisContext *s_connect(cache_redis_t *r, char *err, size_t errlen)
+static redisContext *s_connect(cache_redis_t *r, int64_t redirect_id, char *err,
+                               size_t errlen)
 {
     redisContext *c = redisConnectWithTimeout(r->host, r->port, s_tv(r->timeout_ms));
     if (!c) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -111,6 +117,16 @@ static redisContext *s_connect(cache_redis_t *r, char *err, size_t errlen)
         ok = s_setup_cmd(c, 2, (const char *[]){ "SELECT", db }, err, errlen);
     }
     if (ok == 0) ok = s_setup_cmd(c, 1, (const char *[]){ "PING" }, err, errlen);
+    if (ok == 0 && redirect_id > 0) {
+        /* BCAST on our prefix: Redis tells the invalidation connection of every change to a
+         * quaver: key, by anyone, without having to remember what we read. NOLOOP: not of
+         * our own writes, which the server already applied to the local tier in order. */
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long) redirect_id);
+        ok = s_setup_cmd(c, 9, (const char *[]){ "CLIENT", "TRACKING", "on", "REDIRECT", id,
+                                                 "BCAST", "PREFIX", "quaver:", "NOLOOP" },
+                         err, errlen);
+    }
     if (ok != 0) { redisFree(c); return NULL; }
     return c;
 }
@@ -129,7 +145,28 @@ static void s_mark_down(cache_redis_t *r, const char *why)
     r->next_try_ms = qv_mono_ms() + r->backoff_ms;
 }
 
-cache_redis_t *cache_redis_new(const char *url, int timeout_ms)
+static void s_on_tracking_lost(void *ctx, int64_t id)
+{
+    cache_redis_t *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    if (r->c && r->redirect_id == id) s_mark_down(r, "invalidation connection lost");
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The invalidation connection's id, waiting up to wait_ms for it; 0 when it is not up. */
+static int64_t s_tracking_id(cache_redis_t *r, int wait_ms)
+{
+    if (!r->tracking) return -1;   /* no coherence wanted: connect without tracking */
+    int64_t id = cache_tracking_id(r->tracking);
+    for (int i = 0; id == 0 && i < wait_ms / 10; i++) {
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+        id = cache_tracking_id(r->tracking);
+    }
+    return id;
+}
+
+cache_redis_t *cache_redis_new(const char *url, int timeout_ms, cache_tracking_t *tracking)
 {
     cache_redis_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -140,9 +177,18 @@ cache_redis_t *cache_redis_new(const char *url, int timeout_ms)
     pthread_mutex_init(&r->mu, NULL);
     r->timeout_ms = timeout_ms > 0 ? timeout_ms : 200;
     r->backoff_ms = S_BACKOFF_MIN_MS;
+    r->tracking = tracking;
     char err[160] = "";
-    r->c = s_connect(r, err, sizeof err);
+    if (tracking && cache_tracking_start(tracking, r->host, r->port, r->user, r->password,
+                                         r->timeout_ms, s_on_tracking_lost, r) != 0) {
+        cache_redis_destroy(&r);
+        return NULL;
+    }
+    int64_t tid = s_tracking_id(r, 2 * r->timeout_ms);
+    if (tid != 0) r->c = s_connect(r, tid, err, sizeof err);
+    else snprintf(err, sizeof err, "invalidation connection not up");
     if (r->c) {
+        r->redirect_id = tid;
         r->generation = 1;
         r->last_ok_ms = qv_mono_ms();
         qv_info("redis %s:%d up", r->host, r->port);
@@ -187,8 +233,18 @@ int cache_redis_tick(cache_redis_t *self)
     if (!due) return 0;
 
     char err[160] = "";
-    redisContext *c = s_connect(self, err, sizeof err);
+    /* No invalidation connection yet: nothing to redirect to, so no coherent local tier;
+     * stay down and look again next tick (cheap: no network). */
+    int64_t tid = s_tracking_id(self, 0);
+    if (tid == 0) return 0;
+    redisContext *c = s_connect(self, tid, err, sizeof err);
     pthread_mutex_lock(&self->mu);
+    if (c && tid > 0 && cache_tracking_id(self->tracking) != tid) {
+        /* The invalidation connection changed while we connected: redirect is dead. */
+        snprintf(err, sizeof err, "invalidation connection changed while connecting");
+        redisFree(c);
+        c = NULL;
+    }
     int came_back = 0;
     /* Replay under the lock: no request may read Redis before the writes it missed are
      * undone. The list is bounded, so this is bounded too. */
@@ -205,6 +261,7 @@ int cache_redis_tick(cache_redis_t *self)
     if (c) {
         if (self->on_reconnect) self->on_reconnect(self->on_reconnect_ctx);
         self->c = c;
+        self->redirect_id = tid;
         self->generation++;
         self->backoff_ms = S_BACKOFF_MIN_MS;
         self->last_ok_ms = qv_mono_ms();
@@ -260,6 +317,7 @@ static redisReply *s_cmd(cache_redis_t *r, int argc, const char **argv, const si
 {
     if (!r->c) return NULL;
     redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
+    r->round_trips++;
     if (!rep) { s_mark_down(r, r->c->errstr); return NULL; }
     r->last_ok_ms = qv_mono_ms();
     if (rep->type == REDIS_REPLY_ERROR) {
@@ -270,11 +328,17 @@ static redisReply *s_cmd(cache_redis_t *r, int argc, const char **argv, const si
 }
 
 int cache_redis_get(cache_redis_t *self, const char *key, uint8_t **value_p, size_t *vlen_p,
-                    int64_t *pttl_p)
+                    int64_t *pttl_p, cache_ticket_t *ticket)
 {
     int rc = -1;
     pthread_mutex_lock(&self->mu);
     if (!self->c) goto done;
+    rc = -2;
+    /* The placeholder (cache_tracking.h): the ticket is taken before the GET is sent, under
+     * the connection's lock, so a write of ours sent after it, or an invalidation applied
+     * after it, makes the caller's commit of this reply fail. */
+    if (ticket && self->tracking) *ticket = cache_tracking_ticket(self->tracking, key);
+    self->round_trips++;
     /* GET and PTTL pipelined: one round trip. */
     redisAppendCommand(self->c, "GET %s", key);
     redisAppendCommand(self->c, "PTTL %s", key);
@@ -310,15 +374,20 @@ done:
 }
 
 int cache_redis_set(cache_redis_t *self, const char *key, const void *value, size_t vlen,
-                    int64_t ttl_ms)
+                    int64_t ttl_ms, cache_ticket_t *ticket)
 {
     char px[24];
     snprintf(px, sizeof px, "%lld", (long long) (ttl_ms > 0 ? ttl_ms : 1));
     const char *argv[] = { "SET", key, value ? (const char *) value : "", "PX", px };
     size_t lens[] = { 3, strlen(key), vlen, 2, strlen(px) };
     pthread_mutex_lock(&self->mu);
+    bool was_up = self->c != NULL;
+    /* Bumped in the order the writes reach Redis (we hold the connection), so that of two
+     * concurrent Sets of one key only the one Redis keeps may commit locally, and a GET sent
+     * before this SET cannot cache its older reply. */
+    if (was_up && ticket && self->tracking) *ticket = cache_tracking_bump(self->tracking, key);
     redisReply *rep = s_cmd(self, 5, argv, lens);
-    int rc = rep && rep->type == REDIS_REPLY_STATUS ? 0 : -1;
+    int rc = rep && rep->type == REDIS_REPLY_STATUS ? 0 : was_up ? -2 : -1;
     if (!self->c) s_pending_add(self, 'k', key);
     if (rep) freeReplyObject(rep);
     pthread_mutex_unlock(&self->mu);
@@ -329,8 +398,10 @@ int cache_redis_del(cache_redis_t *self, const char *key)
 {
     const char *argv[] = { "UNLINK", key };
     pthread_mutex_lock(&self->mu);
+    bool was_up = self->c != NULL;
+    if (was_up && self->tracking) (void) cache_tracking_bump(self->tracking, key);
     redisReply *rep = s_cmd(self, 2, argv, NULL);
-    int rc = rep && rep->type == REDIS_REPLY_INTEGER ? (int) rep->integer : -1;
+    int rc = rep && rep->type == REDIS_REPLY_INTEGER ? (int) rep->integer : was_up ? -2 : -1;
     if (!self->c) s_pending_add(self, 'k', key);
     if (rep) freeReplyObject(rep);
     pthread_mutex_unlock(&self->mu);
@@ -405,9 +476,9 @@ static void s_pending_add(cache_redis_t *r, char kind, const char *what)
 {
     /* Prefixes are rare and each replay is a SCAN of the keyspace: keep each once. Keys are
      * cheap to repeat (replayed in batched UNLINKs), so they are not searched for. */
-    if (kind == 'p')
+    if (kind != 'k')
         for (size_t i = 0; i < r->npending; i++)
-            if (r->pending[i][0] == 'p' && strcmp(r->pending[i] + 1, what) == 0) return;
+            if (r->pending[i][0] == kind && strcmp(r->pending[i] + 1, what) == 0) return;
     if (r->npending >= S_PENDING_MAX) { r->pending_overflow = true; return; }
     if (r->npending % 64 == 0) {
         char **n = realloc(r->pending, (r->npending + 64) * sizeof *n);
@@ -446,7 +517,7 @@ static int s_pending_replay(cache_redis_t *r, redisContext *c)
             freeReplyObject(u);
             done += (size_t) n - 1;
         } else {
-            char *match = s_match_for(e + 1);
+            char *match = e[0] == 'g' ? strdup(e + 1) : s_match_for(e + 1);
             char cursor[32] = "0";
             int64_t removed = 0;
             do {
@@ -460,15 +531,15 @@ static int s_pending_replay(cache_redis_t *r, redisContext *c)
         }
     }
     for (size_t i = 0; i < done; i++) free(r->pending[i]);
-    memmove(r->pending, r->pending + done, (r->npending - done) * sizeof *r->pending);
-    r->npending -= done;
+    if (done > 0) {   /* r->pending is NULL when nothing was ever remembered */
+        memmove(r->pending, r->pending + done, (r->npending - done) * sizeof *r->pending);
+        r->npending -= done;
+    }
     return rc;
 }
 
-int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix)
+int64_t cache_redis_del_match(cache_redis_t *self, const char *match, uint64_t *rounds)
 {
-    char *match = s_match_for(prefix);
-    if (!match) return -1;
     char cursor[32] = "0";
     int64_t removed = 0;
     uint64_t gen = 0;
@@ -476,9 +547,9 @@ int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix)
     for (;;) {
         pthread_mutex_lock(&self->mu);
         if (!self->c) {
-            s_pending_add(self, 'p', prefix);
+            s_pending_add(self, 'g', match);
             pthread_mutex_unlock(&self->mu);
-            removed = -1;
+            removed = first ? -1 : -2;
             break;
         }
         /* A reconnect between batches: the pending replay does not know of this scan, so
@@ -487,18 +558,192 @@ int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix)
         gen = self->generation;
         first = false;
         int st = s_scan_step(self->c, cursor, sizeof cursor, match, &removed);
+        self->round_trips += 2;
+        if (rounds) *rounds += 2;
         if (st < 0) {
             s_mark_down(self, self->c->errstr);
-            s_pending_add(self, 'p', prefix);
+            s_pending_add(self, 'g', match);
         } else {
             self->last_ok_ms = qv_mono_ms();
             if (st > 0) { self->errors++; snprintf(self->last_error, sizeof self->last_error,
                                                    "SCAN/UNLINK: unexpected reply"); }
         }
         pthread_mutex_unlock(&self->mu);
-        if (st != 0) { removed = -1; break; }
+        if (st != 0) { removed = -2; break; }
         if (strcmp(cursor, "0") == 0) break;
     }
-    free(match);
     return removed;
+}
+
+int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix)
+{
+    char *match = s_match_for(prefix);
+    if (!match) return -2;
+    int64_t n = cache_redis_del_match(self, match, NULL);
+    free(match);
+    return n;
+}
+
+int cache_redis_mget(cache_redis_t *self, const char *const *keys, size_t n,
+                     cache_redis_value_t *out)
+{
+    if (n == 0) return 0;
+    pthread_mutex_lock(&self->mu);
+    if (!self->c) { pthread_mutex_unlock(&self->mu); return -1; }
+    const char **argv = malloc((n + 1) * sizeof *argv);
+    if (!argv) { pthread_mutex_unlock(&self->mu); return -2; }
+    argv[0] = "MGET";
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        if (self->tracking) out[i].ticket = cache_tracking_ticket(self->tracking, keys[i]);
+    }
+    /* MGET and one PTTL per key, pipelined: one round trip. */
+    int rc = redisAppendCommandArgv(self->c, (int) n + 1, argv, NULL) == REDIS_OK ? 0 : -2;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (redisAppendCommand(self->c, "PTTL %s", keys[i]) != REDIS_OK) rc = -2;
+    free(argv);
+    self->round_trips++;
+    redisReply *mg = NULL;
+    if (rc == 0 && redisGetReply(self->c, (void **) &mg) != REDIS_OK) rc = -3;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        redisReply *t = NULL;
+        if (redisGetReply(self->c, (void **) &t) != REDIS_OK) { rc = -3; break; }
+        out[i].pttl = t->type == REDIS_REPLY_INTEGER && t->integer > 0 ? t->integer : -1;
+        freeReplyObject(t);
+    }
+    if (rc == -3 || (rc == -2 && self->c->err)) {
+        s_mark_down(self, self->c->errstr);
+        rc = -2;
+    } else if (rc == 0) {
+        self->last_ok_ms = qv_mono_ms();
+        if (mg->type != REDIS_REPLY_ARRAY || mg->elements != n) {
+            self->errors++;
+            snprintf(self->last_error, sizeof self->last_error, "MGET: unexpected reply");
+            rc = -2;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                redisReply *v = mg->element[i];
+                out[i].found = false;
+                if (v->type != REDIS_REPLY_STRING) continue;   /* nil, or not a string */
+                out[i].value = malloc(v->len ? v->len : 1);
+                if (!out[i].value) continue;
+                memcpy(out[i].value, v->str, v->len);
+                out[i].vlen = v->len;
+                out[i].found = true;
+            }
+        }
+    }
+    if (mg) freeReplyObject(mg);
+    pthread_mutex_unlock(&self->mu);
+    return rc;
+}
+
+uint64_t cache_redis_round_trips(cache_redis_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    uint64_t n = self->round_trips;
+    pthread_mutex_unlock(&self->mu);
+    return n;
+}
+
+/* ---- Redis glob syntax ------------------------------------------------------------------ */
+
+int cache_redis_glob_check(const char *pat, char *err, size_t errlen)
+{
+    for (const char *p = pat; *p; p++) {
+        if (*p == '\\') {
+            if (!p[1]) { snprintf(err, errlen, "pattern is not a glob: '%s' ends in a lone "
+                                  "backslash", pat); return -1; }
+            p++;
+        } else if (*p == '[') {
+            const char *q = p + 1;
+            if (*q == '^') q++;
+            for (;; q++) {
+                if (!*q) { snprintf(err, errlen, "pattern is not a glob: '%s' has an unbalanced "
+                                    "'['", pat); return -1; }
+                if (*q == '\\') {
+                    if (!q[1]) { snprintf(err, errlen, "pattern is not a glob: '%s' ends in a "
+                                          "lone backslash", pat); return -1; }
+                    q++;
+                } else if (*q == ']') break;
+            }
+            p = q;
+        }
+    }
+    return 0;
+}
+
+/* Redis's stringmatchlen (util.c), case-sensitive, on NUL-terminated strings. Recursion on
+ * '*' is bounded by the pattern's stars; patterns are at most max_key_bytes long. */
+int cache_redis_glob_match(const char *p, const char *s)
+{
+    while (*p) {
+        switch (*p) {
+        case '*':
+            while (p[1] == '*') p++;
+            if (!p[1]) return 1;
+            for (; *s; s++)
+                if (cache_redis_glob_match(p + 1, s)) return 1;
+            return 0;
+        case '?':
+            if (!*s) return 0;
+            s++;
+            break;
+        case '[': {
+            p++;
+            int neg = *p == '^';
+            if (neg) p++;
+            int match = 0;
+            for (;;) {
+                if (*p == '\\' && p[1]) {
+                    p++;
+                    if (*p == *s) match = 1;
+                } else if (*p == ']') {
+                    break;
+                } else if (!*p) {
+                    p--;
+                    break;
+                } else if (p[1] == '-' && p[2]) {
+                    int lo = (unsigned char) p[0], hi = (unsigned char) p[2];
+                    if (lo > hi) { int t = lo; lo = hi; hi = t; }
+                    int c = (unsigned char) *s;
+                    if (c >= lo && c <= hi) match = 1;
+                    p += 2;
+                } else if (*p == *s) {
+                    match = 1;
+                }
+                p++;
+            }
+            if (neg) match = !match;
+            if (!match || !*s) return 0;
+            s++;
+            break;
+        }
+        case '\\':
+            if (p[1]) p++;
+            /* fall through */
+        default:
+            if (*p != *s) return 0;
+            s++;
+            break;
+        }
+        p++;
+        if (!*s) {
+            while (*p == '*') p++;
+            break;
+        }
+    }
+    return !*p && !*s;
+}
+
+size_t cache_redis_glob_literal_prefix(const char *pat, char *out, size_t len)
+{
+    size_t o = 0;
+    for (const char *p = pat; *p && o + 1 < len; p++) {
+        if (*p == '*' || *p == '?' || *p == '[') break;
+        if (*p == '\\' && p[1]) p++;
+        out[o++] = *p;
+    }
+    out[o] = 0;
+    return o;
 }

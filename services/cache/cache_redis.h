@@ -8,19 +8,30 @@
  * reconnect, replayed as UNLINKs before the connection is used again: a Set or Delete seen
  * while Redis was away must not let Redis serve the value from before it afterwards.
  * Thread-safe. One connection serialises Redis round trips; at a 200 ms timeout and sub-ms
- * round trips that is enough for the foundation, and a pool can replace it behind this API. */
+ * round trips that is enough for the foundation, and a pool can replace it behind this API.
+ * Coherence (cache_tracking.h): the data connection runs CLIENT TRACKING ... REDIRECT <id of
+ * the invalidation connection> BCAST PREFIX quaver: NOLOOP; it is only used while that
+ * connection is up, and it is dropped (and reconnected, redirecting to the new one) when that
+ * connection is lost. Reads hand back a ticket taken before the command was sent; writes and
+ * deletes bump the key's version under the connection's lock, so the order of versions is the
+ * order in which Redis saw the commands.
+ * Return codes of the commands: -1 = Redis known down, nothing sent; -2 = sent and failed
+ * (transport error, which marks the tier down, or an error reply). */
 #ifndef CACHE_REDIS_H
 #define CACHE_REDIS_H
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include "cache_tracking.h"
 
 typedef struct cache_redis_t cache_redis_t;
 
-/* url: redis://[[user]:password@]host[:port][/db]. Tries to connect once; a Redis that is down
+/* url: redis://[[user]:password@]host[:port][/db]. tracking (borrowed, must outlive this
+ * object and be destroyed before it, since its thread calls back into it; NULL = no
+ * coherence) gets its invalidation connection started here. Tries to connect once; a Redis that is down
  * at start is not an error (the tier starts down and the timer retries). Returns NULL only on
  * a URL it cannot parse or no memory. Caller owns the result (cache_redis_destroy). */
-cache_redis_t *cache_redis_new(const char *url, int timeout_ms);
+cache_redis_t *cache_redis_new(const char *url, int timeout_ms, cache_tracking_t *tracking);
 void cache_redis_destroy(cache_redis_t **self_p);
 
 /* The timer's work: reconnects when down and the back-off has passed, pings when up and idle.
@@ -37,18 +48,46 @@ uint64_t cache_redis_errors(cache_redis_t *self);
 void cache_redis_describe(cache_redis_t *self, char *buf, size_t len);
 
 /* 1 hit (*value_p malloc'd, caller frees; *pttl_p ms left or -1 for none), 0 miss,
- * -1 down or error. */
+ * -1 down, -2 error. *ticket (may be NULL) is the version before the GET was sent. */
 int cache_redis_get(cache_redis_t *self, const char *key, uint8_t **value_p, size_t *vlen_p,
-                    int64_t *pttl_p);
-/* SET key value PX ttl_ms (ttl_ms > 0). 0 or -1. */
+                    int64_t *pttl_p, cache_ticket_t *ticket);
+/* SET key value PX ttl_ms (ttl_ms > 0). 0, -1 down (the key is remembered and UNLINKed on
+ * reconnect), -2 error. On 0, *ticket (may be NULL) is the key's version after the bump made
+ * just before sending: commit it to copy the value into the local tier. */
 int cache_redis_set(cache_redis_t *self, const char *key, const void *value, size_t vlen,
-                    int64_t ttl_ms);
-/* UNLINK key. Returns the number removed (0/1) or -1. */
+                    int64_t ttl_ms, cache_ticket_t *ticket);
+/* UNLINK key (bumping its version first). Returns the number removed (0/1), -1 or -2. */
 int cache_redis_del(cache_redis_t *self, const char *key);
 /* Removes every key starting with prefix: SCAN MATCH <escaped prefix>* + UNLINK per batch
  * (never KEYS, which blocks Redis). The lock is released between batches so other calls go
  * on. Returns how many were removed, or -1 when Redis failed part way. */
 int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix);
+/* The same for a raw glob in Redis MATCH syntax. *rounds (may be NULL) gets the round trips
+ * made added. Returns how many were removed, -1 down (remembered for the reconnect), -2
+ * failed part way (also remembered). */
+int64_t cache_redis_del_match(cache_redis_t *self, const char *match, uint64_t *rounds);
+
+typedef struct {
+    bool           found;
+    uint8_t       *value;    /* malloc'd when found; caller frees */
+    size_t         vlen;
+    int64_t        pttl;     /* ms left, -1 none */
+    cache_ticket_t ticket;   /* taken before the MGET was sent */
+} cache_redis_value_t;
+/* MGET of n keys plus their PTTLs, pipelined in one round trip. out has n zeroed slots.
+ * 0, -1 down, -2 error (nothing found then). */
+int cache_redis_mget(cache_redis_t *self, const char *const *keys, size_t n,
+                     cache_redis_value_t *out);
+/* Commands sent to Redis since the start (a pipeline counts once). */
+uint64_t cache_redis_round_trips(cache_redis_t *self);
+
+/* Redis MATCH glob syntax (* ? [abc] [^a] [a-z] \x). check: 0, or -1 with "pattern is not a
+ * glob: ..." in err (an unbalanced '[' or a trailing backslash). match: 1 when s matches pat
+ * as Redis's stringmatchlen would. literal_prefix: the part of pat before its first wildcard,
+ * unescaped, into out; returns its length. */
+int cache_redis_glob_check(const char *pat, char *err, size_t errlen);
+int cache_redis_glob_match(const char *pat, const char *s);
+size_t cache_redis_glob_literal_prefix(const char *pat, char *out, size_t len);
 
 /* Writes prefix with the glob characters * ? [ ] \ escaped, then '*', into out (NUL-ended).
  * Returns 0, -1 when it does not fit. Exposed for the selftest. */

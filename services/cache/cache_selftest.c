@@ -1,9 +1,13 @@
 /* cache_selftest: the cache daemon's selftests, one ctest entry per row of s_tests.
  * Usage: cache_selftest <name>   (no name: run all). */
 #include "cache_store.h"
+#include "cache_policy.h"
 #include "cache_redis.h"
 #include "cache_server.h"
+#include "cache_namespace.h"
+#include "cache_tracking.h"
 #include "quaver/v1/cache.pb-c.h"
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +192,458 @@ static int s_store_overwrite(void)
     return 0;
 }
 
+/* ---- policies, driven directly as tools/cachesim drives them ------------------------------ */
+
+/* A tiny replayer over keys 0..S_SIM_KEYS-1: every key costs one entry. */
+#define S_SIM_KEYS 20000
+typedef struct {
+    cache_policy_t *p;
+    cache_entry_t  *e;          /* one entry per key */
+    uint8_t        *in;         /* 1 while the key is cached */
+    size_t          cap, count;
+    uint64_t        evicted_last;
+} s_sim_t;
+
+static int s_sim_init(s_sim_t *s, const char *policy, size_t cap, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->p = cache_policy_new(policy, cap, seed);
+    s->e = calloc(S_SIM_KEYS, sizeof *s->e);
+    s->in = calloc(S_SIM_KEYS, 1);
+    s->cap = cap;
+    return s->p && s->e && s->in ? 0 : -1;
+}
+
+static void s_sim_free(s_sim_t *s)
+{
+    if (s->p) s->p->destroy(&s->p);
+    free(s->e);
+    free(s->in);
+}
+
+/* 1 on a hit; a miss inserts the key and evicts down to the capacity. */
+static int s_sim(s_sim_t *s, unsigned k)
+{
+    if (s->in[k]) { s->p->on_access(s->p, &s->e[k]); return 1; }
+    memset(&s->e[k], 0, sizeof s->e[k]);
+    s->e[k].hash = cache_mix64(k);
+    if (s->p->on_insert(s->p, &s->e[k]) != 0) return -1;
+    s->in[k] = 1;
+    s->count++;
+    while (s->count > s->cap) {
+        cache_entry_t *v = s->p->victim(s->p);
+        if (!v) return -1;
+        s->p->on_remove(s->p, v, 1);
+        s->evicted_last = (uint64_t) (v - s->e);
+        s->in[v - s->e] = 0;
+        s->count--;
+    }
+    return 0;
+}
+
+static int s_policy_table(void)
+{
+    for (int i = 0; cache_policy_names[i]; i++) {
+        CHECK(cache_policy_known(cache_policy_names[i]));
+        cache_policy_t *p = cache_policy_new(cache_policy_names[i], 10, 1);
+        CHECK(p && strcmp(p->name, cache_policy_names[i]) == 0);
+        CHECK(p->victim(p) == NULL);                    /* empty: no victim */
+        p->destroy(&p);
+        CHECK(p == NULL);
+    }
+    CHECK(cache_policy_new("arc", 10, 1) == NULL && !cache_policy_known("arc"));
+    cache_policy_t *p = cache_policy_new(NULL, 10, 1);
+    CHECK(p && strcmp(p->name, "lru") == 0);
+    p->destroy(&p);
+    return 0;
+}
+
+static int s_policy_lru(void)
+{
+    s_sim_t s;
+    CHECK(s_sim_init(&s, "lru", 3, 1) == 0);
+    s_sim(&s, 1); s_sim(&s, 2); s_sim(&s, 3);
+    CHECK(s_sim(&s, 1) == 1);                 /* 1 is now the most recent */
+    s_sim(&s, 4);                             /* evicts 2, the least recent */
+    CHECK(!s.in[2] && s.in[1] && s.in[3] && s.in[4]);
+    s_sim_free(&s);
+    return 0;
+}
+
+static int s_policy_lfu(void)
+{
+    s_sim_t s;
+    CHECK(s_sim_init(&s, "lfu", 3, 1) == 0);
+    s_sim(&s, 1); s_sim(&s, 2); s_sim(&s, 3);
+    for (int i = 0; i < 3; i++) CHECK(s_sim(&s, 1) == 1);   /* 1: 4 uses */
+    CHECK(s_sim(&s, 3) == 1);                               /* 3: 2 uses, 2: 1 use */
+    s_sim(&s, 4);                                           /* evicts 2, the least used */
+    CHECK(!s.in[2] && s.in[1] && s.in[3] && s.in[4]);
+    s_sim(&s, 5);                                           /* 4 and 5 both at 1: 4 is older */
+    CHECK(!s.in[4] && s.in[5]);
+    CHECK(s_sim(&s, 5) == 1 && s_sim(&s, 5) == 1);          /* 5: 3 uses, 3: 2 uses */
+    /* A newcomer is not its own victim (evict-before-insert): 3, the least used, goes. */
+    s_sim(&s, 6);
+    CHECK(!s.in[3] && s.in[6] && s.in[1] && s.in[5]);
+    s_sim(&s, 7);                                           /* 6 and 7 at 1: 6 is older */
+    CHECK(!s.in[6] && s.in[7] && s.count == 3);
+    /* The frequent key survives a long scan. */
+    for (unsigned k = 100; k < 1100; k++) s_sim(&s, k);
+    CHECK(s.in[1]);
+    s_sim_free(&s);
+    return 0;
+}
+
+static int s_policy_fifo(void)
+{
+    s_sim_t s;
+    CHECK(s_sim_init(&s, "fifo", 3, 1) == 0);
+    s_sim(&s, 1); s_sim(&s, 2); s_sim(&s, 3);
+    for (int i = 0; i < 5; i++) CHECK(s_sim(&s, 1) == 1);   /* hits change nothing */
+    s_sim(&s, 4);
+    CHECK(!s.in[1] && s.in[2] && s.in[3] && s.in[4]);
+    s_sim(&s, 5);
+    CHECK(!s.in[2]);
+    s_sim_free(&s);
+    return 0;
+}
+
+static int s_policy_random(void)
+{
+    uint64_t seq[2][200];
+    size_t evicted_count[50] = { 0 };
+    for (int run = 0; run < 2; run++) {
+        s_sim_t s;
+        CHECK(s_sim_init(&s, "random", 10, 7) == 0);
+        for (int i = 0; i < 200; i++) {
+            unsigned k = (unsigned) ((i * 37) % 50);
+            if (s.in[k]) { CHECK(s_sim(&s, k) == 1); seq[run][i] = UINT64_MAX; continue; }
+            uint64_t before = s.count;
+            CHECK(s_sim(&s, k) == 0);
+            seq[run][i] = before == 10 ? s.evicted_last : UINT64_MAX;
+            if (before == 10 && run == 0) {
+                CHECK(s.evicted_last != k || !s.in[k]);      /* the victim really left */
+                evicted_count[s.evicted_last]++;
+            }
+            CHECK(s.count <= 10);
+        }
+        s_sim_free(&s);
+    }
+    CHECK(memcmp(seq[0], seq[1], sizeof seq[0]) == 0);      /* same seed, same victims */
+    size_t distinct = 0;
+    for (int k = 0; k < 50; k++) distinct += evicted_count[k] > 0;
+    CHECK(distinct > 25);                                   /* not always the same slot */
+    /* A different seed gives a different sequence. */
+    s_sim_t a, b;
+    CHECK(s_sim_init(&a, "random", 10, 1) == 0 && s_sim_init(&b, "random", 10, 2) == 0);
+    int differ = 0;
+    for (unsigned k = 0; k < 200; k++) {
+        s_sim(&a, k % 40); s_sim(&b, k % 40);
+        differ |= memcmp(a.in, b.in, 40) != 0;
+    }
+    CHECK(differ);
+    s_sim_free(&a); s_sim_free(&b);
+    return 0;
+}
+
+static int s_policy_s3fifo(void)
+{
+    s_sim_t s;
+    /* 10 entries: small holds 1, main 9, the ghost remembers 9 hashes. */
+    CHECK(s_sim_init(&s, "s3fifo", 10, 1) == 0);
+    s_sim(&s, 1);
+    CHECK(s_sim(&s, 1) == 1);                 /* re-referenced while in small */
+    for (unsigned k = 100; k < 109; k++) s_sim(&s, k);
+    CHECK(s.count == 10);
+    /* A scan of one-hit wonders: each leaves from small; key 1 was promoted to main and stays,
+     * and main never takes a one-hit wonder (only 1 + the 9 newest wonders are left). */
+    for (unsigned k = 200; k < 1200; k++) s_sim(&s, k);
+    CHECK(s.in[1]);
+    for (unsigned k = 200; k < 1191; k++) CHECK(!s.in[k]);
+    /* A key evicted from small sits in the ghost queue: when it comes back it enters main and
+     * survives the next scan, which a plain FIFO would not allow. */
+    CHECK(!s.in[1190] && s_sim(&s, 1190) == 0);
+    for (unsigned k = 2000; k < 2500; k++) s_sim(&s, k);
+    CHECK(s.in[1190] && s.in[1]);
+    /* A key seen once long ago (gone from the ghost queue too) does not come back to main. */
+    s_sim(&s, 300);
+    for (unsigned k = 3000; k < 3100; k++) s_sim(&s, k);
+    CHECK(!s.in[300]);
+    s_sim_free(&s);
+    return 0;
+}
+
+static int s_policy_wtinylfu(void)
+{
+    /* 100 entries; 30 hot keys used often, then a scan of 10,000 new keys with the hot keys
+     * still used now and then. W-TinyLFU keeps every hot key; LRU loses them to the scan. */
+    const char *pols[] = { "wtinylfu", "lru" };
+    for (int pi = 0; pi < 2; pi++) {
+        s_sim_t s;
+        CHECK(s_sim_init(&s, pols[pi], 100, 1) == 0);
+        for (int round = 0; round < 6; round++)
+            for (unsigned k = 0; k < 30; k++) s_sim(&s, k);
+        for (unsigned k = 1000; k < 11000; k++) {
+            s_sim(&s, k);
+            if (k % 500 == 0)
+                for (unsigned h = 0; h < 30; h++) s_sim(&s, h);
+        }
+        for (unsigned k = 1000; k < 1100; k++) s_sim(&s, k);   /* a final burst of scan */
+        int kept = 0;
+        for (unsigned k = 0; k < 30; k++) kept += s.in[k];
+        if (pi == 0) CHECK(kept == 30);
+        else CHECK(kept == 0);
+        CHECK(s.count == 100);
+        s_sim_free(&s);
+    }
+    /* Admission: a new key enters only against a less frequent victim; a key that keeps
+     * coming back is admitted in the end (its sketch count grows). */
+    s_sim_t s;
+    CHECK(s_sim_init(&s, "wtinylfu", 10, 1) == 0);
+    for (int r = 0; r < 4; r++) for (unsigned k = 0; k < 10; k++) s_sim(&s, k);
+    int admitted = 0;
+    for (int r = 0; r < 8 && !admitted; r++) {
+        s_sim(&s, 500);
+        s_sim(&s, 501);             /* push 500 out of the 1-entry window */
+        admitted = s.in[500];
+    }
+    CHECK(admitted);
+    s_sim_free(&s);
+    return 0;
+}
+
+/* ---- the store with namespaces ------------------------------------------------------------ */
+
+/* Random sets, gets and deletes over five namespaces (every policy, every priority) with
+ * random sizes and TTLs: after every call both bounds hold, and the counters agree with each
+ * other and with what is really there. */
+static int s_store_bounds_ns(void)
+{
+    const size_t max_e = 60, max_b = 5000;
+    cache_store_t *s = cache_store_new(max_e, max_b, "s3fifo");
+    CHECK(s);
+    cache_store_set_clock(s, s_fake_clock, NULL);
+    s_fake_now = 1;
+    const char *ns[] = { "a", "b", "c", "d", "e", "f" };
+    for (int i = 0; cache_policy_names[i]; i++)
+        CHECK(cache_store_add_namespace(s, ns[i], cache_policy_names[i], i % 3) == 0);
+    srand(7);
+    static uint8_t buf[6000];
+    for (int i = 0; i < 300000; i++) {
+        const char *n = ns[rand() % 6];
+        char key[32];
+        snprintf(key, sizeof key, "k%d", rand() % 150);
+        int op = rand() % 10;
+        s_fake_now += rand() % 3;
+        if (op < 6) {
+            size_t len = (size_t) (rand() % 20 == 0 ? rand() % 5500 : rand() % 150);
+            int rc = cache_store_ns_set(s, n, key, buf, len, rand() % 3 ? 0 : rand() % 500);
+            CHECK(rc == 0 || strlen(key) + len > max_b);
+        } else if (op < 9) {
+            uint8_t *v = NULL; size_t vl = 0;
+            CHECK(cache_store_ns_get(s, n, key, &v, &vl, NULL) >= 0);
+            free(v);
+        } else if (rand() % 50) {
+            CHECK(cache_store_ns_delete(s, n, key) >= 0);
+        } else {
+            (void) cache_store_expire(s, 16);
+        }
+        cache_store_stats_t st;
+        cache_store_stats(s, &st);
+        CHECK(st.entries <= max_e);
+        CHECK(st.bytes <= max_b);
+    }
+    cache_store_stats_t st;
+    cache_store_stats(s, &st);
+    uint64_t sum_e = 0, sum_b = 0, found = 0;
+    CHECK(cache_store_ns_count(s) == 7);
+    for (size_t i = 0; i < 7; i++) {
+        cache_store_ns_stats_t ns_st;
+        CHECK(cache_store_ns_stats_at(s, i, &ns_st) == 0);
+        sum_e += ns_st.entries;
+        sum_b += ns_st.bytes;
+        if (i > 0) CHECK(ns_st.hits > 0 && ns_st.misses > 0);
+    }
+    CHECK(cache_store_ns_stats_at(s, 7, &(cache_store_ns_stats_t){ 0 }) == -1);
+    CHECK(sum_e == st.entries && sum_b == st.bytes && st.evictions > 0 && st.expirations > 0);
+    s_fake_now += 1000;   /* everything with a TTL has expired: count what is left */
+    for (int n = 0; n < 6; n++)
+        for (int k = 0; k < 150; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "k%d", k);
+            uint8_t *v = NULL; size_t vl = 0;
+            found += (uint64_t) (cache_store_ns_get(s, ns[n], key, &v, &vl, NULL) == 1);
+            free(v);
+        }
+    cache_store_stats(s, &st);
+    CHECK(found == st.entries);
+    cache_store_destroy(&s);
+    return 0;
+}
+
+static int s_has_ns(cache_store_t *s, const char *ns, const char *k)
+{
+    uint8_t *v = NULL; size_t n = 0;
+    int rc = cache_store_ns_get(s, ns, k, &v, &n, NULL);
+    free(v);
+    return rc == 1;
+}
+
+static int s_store_namespaces(void)
+{
+    cache_store_t *s = cache_store_new(100, 1 << 20, "lru");
+    CHECK(s);
+    CHECK(cache_store_add_namespace(s, "rooms", "wtinylfu", CACHE_STORE_PRIO_HIGH) == 0);
+    CHECK(cache_store_add_namespace(s, "users", NULL, CACHE_STORE_PRIO_MEDIUM) == 0);
+    CHECK(cache_store_add_namespace(s, "rooms", "lru", CACHE_STORE_PRIO_LOW) == -1);  /* taken */
+    CHECK(cache_store_add_namespace(s, "", "lru", CACHE_STORE_PRIO_LOW) == -1);
+    CHECK(cache_store_add_namespace(s, "x", "arc", CACHE_STORE_PRIO_LOW) == -1);
+    CHECK(cache_store_add_namespace(s, "x", "lru", 3) == -1);
+    CHECK(cache_store_add_namespace(s, "x", "lru", -1) == -1);
+    char longname[80];
+    memset(longname, 'n', 65); longname[65] = 0;
+    CHECK(cache_store_add_namespace(s, longname, "lru", CACHE_STORE_PRIO_LOW) == -1);
+    /* The same key in two namespaces is two entries. */
+    CHECK(cache_store_ns_set(s, "rooms", "k", "r", 1, 0) == 0);
+    CHECK(cache_store_ns_set(s, "users", "k", "uu", 2, 0) == 0);
+    uint8_t *v = NULL; size_t n = 0;
+    CHECK(cache_store_ns_get(s, "users", "k", &v, &n, NULL) == 1 && n == 2 && !memcmp(v, "uu", 2));
+    free(v);
+    CHECK(cache_store_ns_get(s, "rooms", "k", &v, &n, NULL) == 1 && n == 1 && v[0] == 'r');
+    free(v);
+    CHECK(!s_has(s, "k"));                       /* nor is it in the unnamed namespace */
+    /* Unknown namespaces fail cleanly and change nothing. */
+    CHECK(cache_store_ns_set(s, "nope", "k", "v", 1, 0) == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_get(s, "nope", "k", &v, &n, NULL) == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_get(s, "", "k", &v, &n, NULL) == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_get(s, NULL, "k", &v, &n, NULL) == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_delete(s, "nope", "k") == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_delete_prefix(s, "nope", "") == CACHE_STORE_NO_NS);
+    CHECK(cache_store_ns_clear(s, "nope") == CACHE_STORE_NO_NS);
+    cache_store_ns_stats_t st;
+    CHECK(cache_store_ns_stats(s, "nope", &st) == CACHE_STORE_NO_NS);
+    /* Prefix and clear stay within their namespace. */
+    char key[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "room:%d", i);
+        CHECK(cache_store_ns_set(s, "rooms", key, "v", 1, 0) == 0);
+        CHECK(cache_store_ns_set(s, "users", key, "v", 1, 0) == 0);
+    }
+    CHECK(cache_store_ns_delete_prefix(s, "rooms", "room:1") == 11);   /* 1, 10..19 */
+    CHECK(s_has_ns(s, "users", "room:1") && !s_has_ns(s, "rooms", "room:12"));
+    CHECK(s_has_ns(s, "rooms", "room:2"));
+    CHECK(cache_store_ns_stats(s, "rooms", &st) == 0 && st.entries == 10 && st.priority == 2);
+    CHECK(strcmp(st.policy, "wtinylfu") == 0 && strcmp(st.name, "rooms") == 0);
+    CHECK(cache_store_ns_delete(s, "rooms", "room:2") == 1 && cache_store_ns_delete(s, "rooms", "room:2") == 0);
+    CHECK(cache_store_ns_clear(s, "rooms") == 9);
+    CHECK(cache_store_ns_stats(s, "users", &st) == 0 && st.entries == 21
+          && st.bytes == 3 + 10 * 7 + 10 * 8);   /* "k"+"uu", "room:N"+"v", "room:NN"+"v" */
+    CHECK(cache_store_ns_stats(s, "rooms", &st) == 0 && st.entries == 0 && st.bytes == 0);
+    cache_store_destroy(&s);
+    return 0;
+}
+
+static int s_ev(cache_store_t *s, const char *ns, cache_store_evict_cause_t c)
+{
+    cache_store_ns_stats_t st;
+    if (cache_store_ns_stats(s, ns, &st) != 0) return -1;
+    return (int) st.evictions[c];
+}
+
+static int s_store_priority(void)
+{
+    cache_store_t *s = cache_store_new(10, 1 << 20, "lru");
+    CHECK(s);
+    CHECK(cache_store_add_namespace(s, "lo", "lru", CACHE_STORE_PRIO_LOW) == 0);
+    CHECK(cache_store_add_namespace(s, "mid", "lfu", CACHE_STORE_PRIO_MEDIUM) == 0);
+    CHECK(cache_store_add_namespace(s, "hi", "s3fifo", CACHE_STORE_PRIO_HIGH) == 0);
+    char key[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof key, "%d", i);
+        CHECK(cache_store_ns_set(s, "lo", key, "v", 1, 0) == 0);
+        CHECK(cache_store_ns_set(s, "mid", key, "v", 1, 0) == 0);
+    }
+    /* 12 > 10: the low namespace gave the space (its two oldest), mid kept all six. */
+    cache_store_ns_stats_t st;
+    CHECK(cache_store_ns_stats(s, "lo", &st) == 0 && st.entries == 4);
+    CHECK(cache_store_ns_stats(s, "mid", &st) == 0 && st.entries == 6);
+    CHECK(!s_has_ns(s, "lo", "0") && !s_has_ns(s, "lo", "1") && s_has_ns(s, "lo", "5"));
+    CHECK(s_ev(s, "lo", CACHE_EVICT_PRIORITY) == 1 && s_ev(s, "lo", CACHE_EVICT_CAPACITY_ENTRIES) == 1);
+    /* The high namespace takes room from low first, then from medium, never the reverse. */
+    for (int i = 0; i < 7; i++) {
+        snprintf(key, sizeof key, "h%d", i);
+        CHECK(cache_store_ns_set(s, "hi", key, "v", 1, 0) == 0);
+    }
+    CHECK(cache_store_ns_stats(s, "lo", &st) == 0 && st.entries == 0);
+    CHECK(cache_store_ns_stats(s, "mid", &st) == 0 && st.entries == 3);
+    CHECK(cache_store_ns_stats(s, "hi", &st) == 0 && st.entries == 7);
+    CHECK(s_ev(s, "lo", CACHE_EVICT_PRIORITY) == 5 && s_ev(s, "mid", CACHE_EVICT_PRIORITY) == 3);
+    /* A low write when the store is full of higher ones only displaces itself. */
+    CHECK(cache_store_ns_set(s, "lo", "x", "v", 1, 0) == 0);
+    CHECK(!s_has_ns(s, "lo", "x"));
+    CHECK(cache_store_ns_stats(s, "mid", &st) == 0 && st.entries == 3);
+    CHECK(s_ev(s, "lo", CACHE_EVICT_CAPACITY_ENTRIES) == 2);
+    /* With only high entries left, high evicts its own (capacity, not priority). */
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "g%d", i);
+        CHECK(cache_store_ns_set(s, "hi", key, "v", 1, 0) == 0);
+    }
+    CHECK(cache_store_ns_stats(s, "hi", &st) == 0 && st.entries == 10);
+    CHECK(s_ev(s, "hi", CACHE_EVICT_CAPACITY_ENTRIES) == 17 && s_ev(s, "hi", CACHE_EVICT_PRIORITY) == 0);
+    cache_store_destroy(&s);
+    /* The byte bound: the cause says which bound made room. Within one priority the
+     * namespace holding the most bytes gives first. */
+    s = cache_store_new(100, 100, "lru");
+    CHECK(s);
+    CHECK(cache_store_add_namespace(s, "big", "fifo", CACHE_STORE_PRIO_MEDIUM) == 0);
+    CHECK(cache_store_add_namespace(s, "small", "fifo", CACHE_STORE_PRIO_MEDIUM) == 0);
+    static const char v40[40] = { 0 };
+    CHECK(cache_store_ns_set(s, "big", "a", v40, 39, 0) == 0);    /* 40 bytes */
+    CHECK(cache_store_ns_set(s, "big", "b", v40, 39, 0) == 0);    /* 80 */
+    CHECK(cache_store_ns_set(s, "small", "c", v40, 9, 0) == 0);   /* 90 */
+    CHECK(cache_store_ns_set(s, "small", "d", v40, 19, 0) == 0);  /* 110 > 100: big's "a" */
+    CHECK(!s_has_ns(s, "big", "a") && s_has_ns(s, "big", "b") && s_has_ns(s, "small", "c"));
+    CHECK(s_ev(s, "big", CACHE_EVICT_CAPACITY_BYTES) == 1 && s_ev(s, "small", CACHE_EVICT_CAPACITY_BYTES) == 0);
+    cache_store_stats_t all;
+    cache_store_stats(s, &all);
+    CHECK(all.bytes == 70 && all.entries == 3 && all.evictions == 1);
+    cache_store_destroy(&s);
+    return 0;
+}
+
+static int s_store_ns_ttl(void)
+{
+    cache_store_t *s = cache_store_new(3, 1 << 20, "lru");
+    CHECK(s);
+    cache_store_set_clock(s, s_fake_clock, NULL);
+    s_fake_now = 5000;
+    CHECK(cache_store_add_namespace(s, "q", "wtinylfu", CACHE_STORE_PRIO_HIGH) == 0);
+    CHECK(cache_store_ns_set(s, "q", "a", "v", 1, 100) == 0);
+    CHECK(cache_store_ns_set(s, "q", "b", "v", 1, 0) == 0);
+    int64_t left = 0;
+    uint8_t *v = NULL; size_t n = 0;
+    CHECK(cache_store_ns_get(s, "q", "a", &v, &n, &left) == 1 && left == 100);
+    free(v);
+    s_fake_now = 5100;
+    CHECK(!s_has_ns(s, "q", "a"));
+    CHECK(s_ev(s, "q", CACHE_EVICT_EXPIRED) == 1);
+    /* The sweep finds expired entries nobody reads. */
+    CHECK(cache_store_ns_set(s, "q", "c", "v", 1, 10) == 0);
+    s_fake_now += 10;
+    CHECK(cache_store_expire(s, 1 << 20) == 1 && s_ev(s, "q", CACHE_EVICT_EXPIRED) == 2);
+    /* An expired victim counts as expired, not as capacity. */
+    CHECK(cache_store_ns_set(s, "q", "d", "v", 1, 5) == 0);
+    CHECK(cache_store_ns_set(s, "q", "e", "v", 1, 0) == 0);
+    s_fake_now += 10;
+    CHECK(cache_store_ns_set(s, "q", "f", "v", 1, 0) == 0);       /* 4 > 3 */
+    cache_store_ns_stats_t st;
+    CHECK(cache_store_ns_stats(s, "q", &st) == 0 && st.entries == 3);
+    CHECK(st.evictions[CACHE_EVICT_EXPIRED] + st.evictions[CACHE_EVICT_CAPACITY_ENTRIES] == 3);
+    CHECK(s_has_ns(s, "q", "b"));
+    cache_store_destroy(&s);
+    return 0;
+}
+
 static int s_redis_pattern(void)
 {
     char out[64];
@@ -195,9 +651,9 @@ static int s_redis_pattern(void)
     CHECK(strcmp(out, "quaver:ns:a\\*b\\?\\[c\\]\\\\d*") == 0);
     CHECK(cache_redis_match_pattern("", out, sizeof out) == 0 && strcmp(out, "*") == 0);
     CHECK(cache_redis_match_pattern("abc", out, 4) == -1);
-    CHECK(cache_redis_new("http://x", 100) == NULL);
-    CHECK(cache_redis_new("redis://:6379", 100) == NULL);
-    CHECK(cache_redis_new("redis://h:99999", 100) == NULL);
+    CHECK(cache_redis_new("http://x", 100, NULL) == NULL);
+    CHECK(cache_redis_new("redis://:6379", 100, NULL) == NULL);
+    CHECK(cache_redis_new("redis://h:99999", 100, NULL) == NULL);
     return 0;
 }
 
@@ -214,8 +670,12 @@ static cache_cfg_t s_cfg(void)
     c.max_key_bytes = 16;
     c.max_value_bytes = 64;
     c.redis_timeout_ms = 100;
+    c.namespaces = "rooms:5m:medium, t:5m:high:lru:1k, users:30s:low";
+    c.local_max_ttl_ms = 60000;
     return c;
 }
+
+static bool s_admin;   /* calls made as an administrator (Clear) */
 
 /* Calls method with req; returns the status, *out gets the reply payload (caller frees). */
 static int s_call(cache_app_t *app, const char *method, const ProtobufCMessage *req,
@@ -226,6 +686,10 @@ static int s_call(cache_app_t *app, const char *method, const ProtobufCMessage *
     protobuf_c_message_pack(req, rb);
     Quaver__V1__Call call = QUAVER__V1__CALL__INIT;
     call.method = (char *) method;
+    Quaver__V1__Caller caller = QUAVER__V1__CALLER__INIT;
+    caller.username = "selftest";
+    caller.admin = s_admin;
+    call.caller = &caller;
     call.payload.data = rb;
     call.payload.len = rl;
     size_t cl = quaver__v1__call__get_packed_size(&call);
@@ -262,8 +726,8 @@ static int s_server_validation(void)
     /* Each bad field: 400 naming the problem, and nothing stored. */
     struct { const char *ns, *key; size_t vlen; int64_t ttl; const char *want; } bad[] = {
         { "",      "k1", 5,  0,  "namespace is empty" },
-        { "Rooms", "k1", 5,  0,  "[a-z0-9_]" },
-        { "ro-oms", "k1", 5, 0,  "[a-z0-9_]" },
+        { "Rooms", "k1", 5,  0,  "unknown namespace 'Rooms' (known: rooms, t, users)" },
+        { "ro-oms", "k1", 5, 0,  "unknown namespace 'ro-oms'" },
         { "rooms", "",   5,  0,  "key is empty" },
         { "rooms", "a_key_that_is_too_long", 5, 0, "max_key_bytes" },
         { "rooms", "k1", 65, 0,  "max_value_bytes" },
@@ -465,16 +929,372 @@ static int s_redis_live(void)
     return rc;
 }
 
+/* ---- namespaces, globs, the issue-3 methods, coherence ------------------------------------ */
+
+static int s_ns_bad(const char *spec, const char *want)
+{
+    char err[256] = "";
+    cache_namespaces_t *t = cache_namespaces_parse(spec, 300000, err, sizeof err);
+    if (t) { fprintf(stderr, "spec '%s' accepted\n", spec); cache_namespaces_destroy(&t); return 1; }
+    if (!strstr(err, want)) { fprintf(stderr, "spec '%s': error '%s' lacks '%s'\n", spec, err, want); return 1; }
+    return 0;
+}
+
+static int s_namespace_table(void)
+{
+    char err[256];
+    cache_namespaces_t *t = cache_namespaces_parse(CACHE_NAMESPACES_DEFAULT, 300000, err, sizeof err);
+    CHECK(t && cache_namespaces_count(t) == 6);
+    const cache_namespace_t *n = cache_namespaces_find(t, "room_state");
+    CHECK(n && n->ttl_ms == 30000 && n->priority == CACHE_PRIO_HIGH && n->compress_min == 0);
+    n = cache_namespaces_find(t, "user_data");
+    CHECK(n && n->ttl_ms == 600000 && n->priority == CACHE_PRIO_MEDIUM && n->compress_min == 1024);
+    n = cache_namespaces_find(t, "file_metadata");
+    CHECK(n && n->ttl_ms == 3600000 && n->priority == CACHE_PRIO_LOW && !strcmp(n->policy, "lru"));
+    n = cache_namespaces_find(t, "db_query");
+    CHECK(n && n->ttl_ms == 180000 && n->priority == CACHE_PRIO_HIGH && n->index == 5);
+    CHECK(!cache_namespaces_find(t, "nope") && !cache_namespaces_find(t, ""));
+    CHECK(!strcmp(cache_namespaces_list(t), "room_state, track_queue, user_data, file_metadata, "
+                                              "api_response, db_query"));
+    cache_namespaces_destroy(&t);
+    CHECK(t == NULL);
+    t = cache_namespaces_parse(" a:default:low , b:500ms:high:s3fifo:64 ,", 7000, err, sizeof err);
+    CHECK(t && cache_namespaces_count(t) == 2);
+    CHECK(cache_namespaces_find(t, "a")->ttl_ms == 7000);
+    n = cache_namespaces_find(t, "b");
+    CHECK(n->ttl_ms == 500 && !strcmp(n->policy, "s3fifo") && n->compress_min == 64);
+    cache_namespaces_destroy(&t);
+    CHECK(s_ns_bad("", "no namespace") == 0);
+    CHECK(s_ns_bad("a:30s", "want name:ttl:priority") == 0);
+    CHECK(s_ns_bad("a:30s:urgent", "priority 'urgent'") == 0);
+    CHECK(s_ns_bad("a:30x:high", "ttl '30x'") == 0);
+    CHECK(s_ns_bad("a:0s:high", "ttl '0s'") == 0);
+    CHECK(s_ns_bad("a:30s:high:mru", "policy 'mru'") == 0);
+    CHECK(s_ns_bad("a:30s:high:lru:lots", "compress 'lots'") == 0);
+    CHECK(s_ns_bad("A-b:30s:high", "name 'A-b'") == 0);
+    CHECK(s_ns_bad("a:1s:low,a:2s:high", "declared twice") == 0);
+    CHECK(s_ns_bad("a:1s:low:lru:-:x", "more than 5 fields") == 0);
+    return 0;
+}
+
+static int s_redis_glob(void)
+{
+    char err[256];
+    struct { const char *p, *s; int want; } m[] = {
+        { "room:*", "room:1", 1 }, { "room:*", "room:", 1 }, { "room:*", "roo", 0 },
+        { "h?llo", "hello", 1 }, { "h?llo", "hllo", 0 }, { "h[ae]llo", "hallo", 1 },
+        { "h[ae]llo", "hillo", 0 }, { "h[^e]llo", "hallo", 1 }, { "h[^e]llo", "hello", 0 },
+        { "h[a-c]llo", "hbllo", 1 }, { "h[a-c]llo", "hdllo", 0 }, { "a\\*b", "a*b", 1 },
+        { "a\\*b", "axb", 0 }, { "*:1", "room:1", 1 }, { "*:1", "room:12", 0 },
+        { "a*b*c", "aXXbYYc", 1 }, { "a*b*c", "aXXbYY", 0 }, { "[\\]]x", "]x", 1 },
+        { "**", "anything", 1 },
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        CHECK(cache_redis_glob_check(m[i].p, err, sizeof err) == 0);
+        if (cache_redis_glob_match(m[i].p, m[i].s) != m[i].want) {
+            fprintf(stderr, "glob '%s' on '%s': want %d\n", m[i].p, m[i].s, m[i].want);
+            return 1;
+        }
+    }
+    const char *bad[] = { "[abc", "abc\\", "x[a\\", "[^", "a[b]c[" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(cache_redis_glob_check(bad[i], err, sizeof err) == -1);
+        CHECK(strstr(err, "pattern is not a glob: ") != NULL);
+    }
+    char lit[64];
+    CHECK(cache_redis_glob_literal_prefix("room:\\*x*y", lit, sizeof lit) == 7 && !strcmp(lit, "room:*x"));
+    CHECK(cache_redis_glob_literal_prefix("*", lit, sizeof lit) == 0 && lit[0] == 0);
+    return 0;
+}
+
+/* Helpers for the method tests (namespace given). */
+static int s_set_ns(cache_app_t *app, const char *ns, const char *k, const char *v)
+{
+    Quaver__V1__CacheSetRequest set = QUAVER__V1__CACHE_SET_REQUEST__INIT;
+    set.namespace_ = (char *) ns; set.key = (char *) k;
+    set.value.data = (uint8_t *) v; set.value.len = strlen(v);
+    char err[256];
+    return s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err);
+}
+
+static int s_found_ns(cache_app_t *app, const char *ns, const char *k)
+{
+    Quaver__V1__CacheKey key = QUAVER__V1__CACHE_KEY__INIT;
+    key.namespace_ = (char *) ns; key.key = (char *) k;
+    uint8_t *p = NULL; size_t pl = 0;
+    char err[256];
+    if (s_call(app, "Get", &key.base, &p, &pl, err, sizeof err) != 200) { free(p); return -1; }
+    Quaver__V1__CacheGetReply *g = quaver__v1__cache_get_reply__unpack(NULL, pl, p);
+    free(p);
+    int f = g ? g->found : -1;
+    quaver__v1__cache_get_reply__free_unpacked(g, NULL);
+    return f;
+}
+
+static int64_t s_removed(cache_app_t *app, const char *method, const ProtobufCMessage *req,
+                         int *status, char *err, size_t errlen)
+{
+    uint8_t *p = NULL; size_t pl = 0;
+    *status = s_call(app, method, req, &p, &pl, err, errlen);
+    int64_t n = -1;
+    if (*status == 200) {
+        Quaver__V1__CacheCountReply *c = quaver__v1__cache_count_reply__unpack(NULL, pl, p);
+        if (c) n = c->removed;
+        quaver__v1__cache_count_reply__free_unpacked(c, NULL);
+    }
+    free(p);
+    return n;
+}
+
+static int s_server_methods(void)
+{
+    cache_cfg_t cfg = s_cfg();
+    cache_app_t *app = cache_app_new(&cfg, NULL);
+    CHECK(app);
+    char err[512];
+    int st = 0;
+    CHECK(s_set_ns(app, "rooms", "k1", "v1") == 200 && s_set_ns(app, "rooms", "k2", "v2") == 200);
+    /* MGet: one reply per key, in order. */
+    Quaver__V1__CacheMGetRequest mg = QUAVER__V1__CACHE_MGET_REQUEST__INIT;
+    char *keys[] = { "k2", "nope", "k1" };
+    mg.namespace_ = "rooms"; mg.keys = keys; mg.n_keys = 3;
+    uint8_t *p = NULL; size_t pl = 0;
+    CHECK(s_call(app, "MGet", &mg.base, &p, &pl, err, sizeof err) == 200);
+    Quaver__V1__CacheMGetReply *mr = quaver__v1__cache_mget_reply__unpack(NULL, pl, p);
+    free(p);
+    CHECK(mr && mr->n_values == 3);
+    CHECK(mr->values[0]->found && mr->values[0]->value.len == 2 && !memcmp(mr->values[0]->value.data, "v2", 2));
+    CHECK(!mr->values[1]->found);
+    CHECK(mr->values[2]->found && !memcmp(mr->values[2]->value.data, "v1", 2));
+    CHECK(!strcmp(mr->values[0]->tier, "local"));
+    quaver__v1__cache_mget_reply__free_unpacked(mr, NULL);
+    /* MGet bad input: 400 naming the key. */
+    char *badkeys[] = { "ok", "a_key_that_is_too_long" };
+    mg.keys = badkeys; mg.n_keys = 2;
+    CHECK(s_call(app, "MGet", &mg.base, NULL, NULL, err, sizeof err) == 400 && strstr(err, "keys[1]"));
+    mg.namespace_ = "nope"; mg.keys = keys; mg.n_keys = 1;
+    CHECK(s_call(app, "MGet", &mg.base, NULL, NULL, err, sizeof err) == 400);
+    CHECK(strstr(err, "unknown namespace 'nope'") && strstr(err, "known: rooms, t, users"));
+    /* InvalidatePattern: what matches goes, the rest stays (here: the other namespace, and
+     * keys outside the pattern's literal prefix). */
+    CHECK(s_set_ns(app, "t", "room:1", "a") == 200 && s_set_ns(app, "t", "room:22", "b") == 200);
+    CHECK(s_set_ns(app, "t", "user:1", "c") == 200 && s_set_ns(app, "users", "room:1", "d") == 200);
+    Quaver__V1__CachePatternRequest pat = QUAVER__V1__CACHE_PATTERN_REQUEST__INIT;
+    pat.namespace_ = "t"; pat.pattern = "room:*";
+    CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == 2 && st == 200);
+    CHECK(s_found_ns(app, "t", "room:1") == 0 && s_found_ns(app, "t", "room:22") == 0);
+    CHECK(s_found_ns(app, "t", "user:1") == 1 && s_found_ns(app, "users", "room:1") == 1);
+    /* Bad globs and unknown namespaces: 400, nothing removed. */
+    const char *bad[] = { "room:[1", "room:\\" };
+    for (size_t i = 0; i < 2; i++) {
+        pat.pattern = (char *) bad[i];
+        CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == -1 && st == 400);
+        CHECK(strstr(err, "pattern is not a glob: ") != NULL);
+    }
+    pat.pattern = "";
+    CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == -1 && st == 400);
+    pat.namespace_ = "zz"; pat.pattern = "*";
+    CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == -1 && st == 400);
+    CHECK(s_found_ns(app, "t", "user:1") == 1);
+    /* Clear: admin only; one namespace, then all. */
+    Quaver__V1__CacheClearRequest cl = QUAVER__V1__CACHE_CLEAR_REQUEST__INIT;
+    cl.namespace_ = "rooms";
+    s_admin = false;
+    CHECK(s_removed(app, "Clear", &cl.base, &st, err, sizeof err) == -1 && st == 403);
+    s_admin = true;
+    CHECK(s_found_ns(app, "rooms", "k1") == 1);
+    CHECK(s_removed(app, "Clear", &cl.base, &st, err, sizeof err) == 2 && st == 200);
+    CHECK(s_found_ns(app, "rooms", "k1") == 0 && s_found_ns(app, "t", "user:1") == 1);
+    cl.namespace_ = "what";
+    CHECK(s_removed(app, "Clear", &cl.base, &st, err, sizeof err) == -1 && st == 400);
+    CHECK(strstr(err, "unknown namespace 'what'"));
+    cl.namespace_ = "";
+    CHECK(s_removed(app, "Clear", &cl.base, &st, err, sizeof err) == 2 && st == 200);
+    CHECK(s_found_ns(app, "t", "user:1") == 0 && s_found_ns(app, "users", "room:1") == 0);
+    s_admin = false;
+    /* Stats: per-namespace figures as ns.<name>.<stat>, global ones plain. */
+    Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
+    CHECK(s_call(app, "Stats", &e.base, &p, &pl, err, sizeof err) == 200);
+    Quaver__V1__StatsReply *sr = quaver__v1__stats_reply__unpack(NULL, pl, p);
+    free(p);
+    CHECK(sr);
+    double hits = -1, misses = -1, rate = -1, entries = -1;
+    for (size_t i = 0; i < sr->n_stats; i++) {
+        const char *n = sr->stats[i]->name;
+        if (!strcmp(n, "ns.rooms.hits")) hits = sr->stats[i]->value;
+        if (!strcmp(n, "ns.rooms.misses")) misses = sr->stats[i]->value;
+        if (!strcmp(n, "ns.rooms.hit_rate")) rate = sr->stats[i]->value;
+        if (!strcmp(n, "entries")) entries = sr->stats[i]->value;
+    }
+    quaver__v1__stats_reply__free_unpacked(sr, NULL);
+    /* rooms: MGet 2 hits + 1 miss, then one Get hit before and one miss after the Clear */
+    CHECK(hits == 3 && misses == 2 && rate > 0.59 && rate < 0.61 && entries == 0);
+    cache_app_destroy(&app);
+    return 0;
+}
+
+/* Version rules on their own: a reply whose key was bumped or flushed after its ticket is
+ * not committed. */
+static void s_mark(void *ctx) { (*(int *) ctx)++; }
+
+static int s_tracking_versions(void)
+{
+    cache_tracking_t *t = cache_tracking_new((cache_tracking_sink_t){ NULL, NULL, NULL });
+    CHECK(t);
+    int ran = 0;
+    cache_ticket_t a = cache_tracking_ticket(t, "quaver:t:a");
+    CHECK(cache_tracking_commit(t, "quaver:t:a", a, s_mark, &ran) == 1 && ran == 1);
+    a = cache_tracking_ticket(t, "quaver:t:a");
+    (void) cache_tracking_bump(t, "quaver:t:a");          /* an invalidation overtook the GET */
+    CHECK(cache_tracking_commit(t, "quaver:t:a", a, s_mark, &ran) == 0 && ran == 1);
+    cache_ticket_t b = cache_tracking_ticket(t, "quaver:t:b");
+    a = cache_tracking_bump(t, "quaver:t:a");              /* a Set's own ticket */
+    CHECK(cache_tracking_commit(t, "quaver:t:b", b, s_mark, &ran) == 1 && ran == 2);
+    cache_tracking_bump_all(t);                            /* a flush voids everything */
+    CHECK(cache_tracking_commit(t, "quaver:t:a", a, s_mark, &ran) == 0 && ran == 2);
+    cache_tracking_stats_t ts;
+    cache_tracking_stats(t, &ts);
+    CHECK(ts.stale_commits == 2);
+    cache_tracking_destroy(&t);
+    CHECK(t == NULL);
+    return 0;
+}
+
+static int s_redis_cli(int port, const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d %s >/dev/null 2>&1", port, args);
+    return system(cmd);
+}
+
+/* Polls Get until it returns want (or a miss when want is NULL); returns the ms it took or
+ * -1 after 3 s. Never accepts a value other than want or the old one. */
+static int64_t s_wait_value(cache_app_t *app, const char *k, const char *want, const char *old)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 3000; i++) {
+        char tier[16], val[64];
+        int f = s_get_tier(app, k, tier, val);
+        if (f < 0) return -1;
+        bool ok = want ? (f == 1 && !strcmp(val, want)) : f == 0;
+        if (ok) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            return (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        }
+        if (f == 1 && old && strcmp(val, old) != 0) return -1;
+        usleep(1000);
+    }
+    return -1;
+}
+
+static int s_redis_coherence_body(cache_app_t *app, int port)
+{
+    char tier[16], val[64];
+    CHECK(s_set_kv(app, "a", "one") == 200);
+    CHECK(s_get_tier(app, "a", tier, val) == 1 && !strcmp(tier, "local") && !strcmp(val, "one"));
+    /* Changed by another client: gone from the local tier within 100 ms. */
+    CHECK(s_redis_cli(port, "set quaver:t:a two") == 0);
+    int64_t ms = s_wait_value(app, "a", "two", "one");
+    printf("redis_coherence: external SET seen after %lld ms\n", (long long) ms);
+    CHECK(ms >= 0 && ms < 100);
+    CHECK(s_get_tier(app, "a", tier, val) == 1 && !strcmp(tier, "local"));  /* cached again */
+    /* Deleted by another client. */
+    CHECK(s_redis_cli(port, "del quaver:t:a") == 0);
+    CHECK(s_wait_value(app, "a", NULL, "two") >= 0);
+    /* FLUSHALL: a nil invalidation flushes the local tier. */
+    CHECK(s_set_kv(app, "b", "x") == 200);
+    CHECK(s_redis_cli(port, "flushall") == 0);
+    CHECK(s_wait_value(app, "b", NULL, "x") >= 0);
+    /* The invalidation connection is killed while Redis stays up: local tier flushed, so a
+     * value changed meanwhile is not served stale; both connections come back. */
+    CHECK(s_set_kv(app, "c", "old") == 200);
+    CHECK(s_get_tier(app, "c", tier, val) == 1 && !strcmp(tier, "local"));
+    CHECK(s_redis_cli(port, "client kill type pubsub") == 0);
+    CHECK(s_redis_cli(port, "set quaver:t:c new") == 0);
+    for (int i = 0; i < 60 && !cache_redis_up_for_test(app); i++) { cache_app_tick(app); usleep(50000); }
+    for (int i = 0; i < 20; i++) { cache_app_tick(app); usleep(50000); }
+    CHECK(cache_redis_up_for_test(app));
+    CHECK(s_wait_value(app, "c", "new", "old") >= 0);
+    /* And invalidations flow again on the new connection. */
+    CHECK(s_redis_cli(port, "set quaver:t:c newer") == 0);
+    CHECK(s_wait_value(app, "c", "newer", "new") >= 0);
+    /* MGet through Redis: found ones from Redis, in order, with one round trip. */
+    CHECK(s_redis_cli(port, "mset quaver:t:m1 1 quaver:t:m2 2") == 0);
+    Quaver__V1__CacheMGetRequest mg = QUAVER__V1__CACHE_MGET_REQUEST__INIT;
+    char *keys[] = { "m1", "m0", "m2" };
+    mg.namespace_ = "t"; mg.keys = keys; mg.n_keys = 3;
+    uint8_t *p = NULL; size_t pl = 0;
+    char err[256];
+    CHECK(s_call(app, "MGet", &mg.base, &p, &pl, err, sizeof err) == 200);
+    Quaver__V1__CacheMGetReply *mr = quaver__v1__cache_mget_reply__unpack(NULL, pl, p);
+    free(p);
+    CHECK(mr && mr->n_values == 3 && mr->values[0]->found && !mr->values[1]->found && mr->values[2]->found);
+    CHECK(!strcmp(mr->values[2]->tier, "redis") && mr->values[2]->value.data[0] == '2');
+    quaver__v1__cache_mget_reply__free_unpacked(mr, NULL);
+    CHECK(s_get_tier(app, "m1", tier, val) == 1 && !strcmp(tier, "local"));
+    /* InvalidatePattern reaches Redis (SCAN MATCH + UNLINK) and keeps the others. */
+    CHECK(s_redis_cli(port, "mset quaver:t:p:1 a quaver:t:p:2 b quaver:t:q:1 c") == 0);
+    Quaver__V1__CachePatternRequest pat = QUAVER__V1__CACHE_PATTERN_REQUEST__INIT;
+    pat.namespace_ = "t"; pat.pattern = "p:?";
+    int st = 0;
+    CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == 2);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d exists quaver:t:p:1 quaver:t:p:2 quaver:t:q:1 | grep -q '^1$'", port);
+    CHECK(system(cmd) == 0);
+    return 0;
+}
+
+static int s_redis_coherence(void)
+{
+    if (s_tracking_versions() != 0) return 1;
+    if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0) {
+        printf("redis_coherence: skipped: redis-server is not installed\n");
+        return 0;
+    }
+    int port = s_free_port();
+    CHECK(port > 0);
+    CHECK(s_sh(S_REDIS_START, port) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    int up = 0;
+    for (int i = 0; i < 50 && !up; i++) {
+        up = s_redis_cli(port, "ping") == 0;
+        if (!up) usleep(100000);
+    }
+    cache_cfg_t cfg = s_cfg();
+    cache_app_t *app = up ? cache_app_new(&cfg, url) : NULL;
+    int rc = app ? s_redis_coherence_body(app, port) : 1;
+    cache_app_destroy(&app);
+    s_sh(S_REDIS_STOP, port);
+    return rc;
+}
+
 static const struct { const char *name; int (*fn)(void); } s_tests[] = {
     { "store_bounds",      s_store_bounds },
     { "store_lru",         s_store_lru },
     { "store_ttl",         s_store_ttl },
     { "store_prefix",      s_store_prefix },
     { "store_overwrite",   s_store_overwrite },
+    { "policy_table",      s_policy_table },
+    { "policy_lru",        s_policy_lru },
+    { "policy_lfu",        s_policy_lfu },
+    { "policy_fifo",       s_policy_fifo },
+    { "policy_random",     s_policy_random },
+    { "policy_s3fifo",     s_policy_s3fifo },
+    { "policy_wtinylfu",   s_policy_wtinylfu },
+    { "store_bounds_ns",   s_store_bounds_ns },
+    { "store_namespaces",  s_store_namespaces },
+    { "store_priority",    s_store_priority },
+    { "store_ns_ttl",      s_store_ns_ttl },
     { "redis_pattern",     s_redis_pattern },
     { "server_validation", s_server_validation },
     { "server_no_redis",   s_server_no_redis },
     { "redis_live",        s_redis_live },
+    { "namespace_table",   s_namespace_table },
+    { "redis_glob",        s_redis_glob },
+    { "server_methods",    s_server_methods },
+    { "redis_coherence",   s_redis_coherence },
     { NULL, NULL }
 };
 

@@ -1,7 +1,8 @@
-/* cache_server: the cache daemon's loop. Serves the `cache` MDP service (Get, Set, Delete,
- * InvalidatePrefix, Health, Stats; docs/CONTRACTS.md) over a local tier (cache_store) in front
- * of Redis (cache_redis). Redis being down never fails a call: reads fall back to the local
- * tier, writes go to the local tier only. */
+/* cache_server: the cache daemon's loop. Serves the `cache` MDP service (Get, MGet, Set,
+ * Delete, InvalidatePrefix, InvalidatePattern, Clear, Health, Stats; docs/CONTRACTS.md) over a
+ * local tier (cache_store) kept coherent (cache_tracking) with Redis (cache_redis), for the
+ * namespaces of a declared table (cache_namespace). Redis being down never fails a call: reads
+ * fall back to the local tier, writes go to the local tier only. */
 #ifndef CACHE_SERVER_H
 #define CACHE_SERVER_H
 #include "qv_config.h"
@@ -17,6 +18,8 @@ typedef struct {
     int64_t max_key_bytes;
     int64_t max_value_bytes;
     int64_t redis_timeout_ms;
+    char   *namespaces;         /* the namespace table (cache_namespace.h); NULL = default */
+    int64_t local_max_ttl_ms;   /* no local copy lives longer, whatever its TTL */
 } cache_cfg_t;
 
 /* Runs until SIGINT/SIGTERM. cfg is borrowed. Returns 0 on a clean stop, -1 if it could not
@@ -31,7 +34,8 @@ cache_app_t *cache_app_new(const cache_cfg_t *cfg, const char *redis_url);
 void cache_app_destroy(cache_app_t **self_p);
 /* Where the app publishes its metrics (may stay unset). Borrowed; must outlive the app. */
 void cache_app_set_metrics(cache_app_t *self, qv_metrics_t *metrics);
-/* The timer's work: Redis reconnects, expiry sweep, gauges. */
+/* The timer's work: Redis reconnects, expiry sweep, gauges. (Invalidations arrive on the
+ * tracking thread, not here.) */
 void cache_app_tick(void *app);
 /* True when the app has a Redis tier and it is up (for tests). */
 bool cache_redis_up_for_test(cache_app_t *self);

@@ -1,5 +1,6 @@
 /* quaver-cache: the two-tier cache daemon. Loads the key table below, then runs cache_server. */
 #include "cache_server.h"
+#include "cache_namespace.h"
 #include "qv_log.h"
 #include <stdio.h>
 
@@ -13,7 +14,7 @@ static const qv_cfg_key_t s_keys[] = {
     { "local_max_bytes", QV_CFG_INT, offsetof(cache_cfg_t, local_max_bytes), "104857600",
       1024, 68719476736.0, NULL, 0, "most key+value bytes in the local tier" },
     { "cache_ttl", QV_CFG_INT, offsetof(cache_cfg_t, cache_ttl), "300", 1, 2592000, "CACHE_TTL",
-      0, "default TTL (s) when a Set gives ttl_ms 0; also caps local copies of Redis hits" },
+      0, "TTL (s) of namespaces whose ttl is 'default'" },
     { "cache_enabled", QV_CFG_BOOL, offsetof(cache_cfg_t, cache_enabled), "true", 0, 0,
       "CACHE_ENABLED", 0, "false: every Get misses, Set stores nothing (Delete still deletes)" },
     { "max_key_bytes", QV_CFG_INT, offsetof(cache_cfg_t, max_key_bytes), "512", 1, 65536, NULL,
@@ -22,6 +23,14 @@ static const qv_cfg_key_t s_keys[] = {
       536870912, NULL, 0, "largest value accepted" },
     { "redis_timeout_ms", QV_CFG_INT, offsetof(cache_cfg_t, redis_timeout_ms), "200", 1, 60000,
       NULL, 0, "Redis connect and command timeout" },
+    { "namespaces", QV_CFG_STR, offsetof(cache_cfg_t, namespaces), CACHE_NAMESPACES_DEFAULT,
+      0, 8192, NULL, QV_CFG_NONEMPTY,
+      "the namespaces, comma-separated name:ttl:priority[:policy[:compress]] (ttl 30s/10m/1h "
+      "or 'default' = cache_ttl; priority high|medium|low; policy lru|lfu|fifo|random|"
+      "wtinylfu|s3fifo; compress '-' or a size like 1k); a call naming another one is a 400" },
+    { "local_max_ttl_ms", QV_CFG_INT, offsetof(cache_cfg_t, local_max_ttl_ms), "60000", 100,
+      86400000, NULL, 0, "no local copy lives longer than this, even if an invalidation from "
+      "Redis is lost" },
     { NULL, 0, 0, NULL, 0, 0, NULL, 0, NULL }
 };
 
@@ -39,6 +48,18 @@ int main(int argc, char **argv)
         qv_config_free(s_keys, &cfg);
         return 1;
     }
+    /* The namespace table is checked here, before anything starts, so a bad one stops the
+     * daemon with the same kind of message as any other bad key. */
+    char err[256];
+    cache_namespaces_t *ns = cache_namespaces_parse(cfg.namespaces, cfg.cache_ttl * 1000, err,
+                                                    sizeof err);
+    if (!ns) {
+        fprintf(stderr, "cache: config key 'namespaces': value '%s' is invalid: %s\n",
+                cfg.namespaces, err);
+        qv_config_free(s_keys, &cfg);
+        return 1;
+    }
+    cache_namespaces_destroy(&ns);
     rc = cache_server_run(&cfg);
     qv_config_free(s_keys, &cfg);
     return rc == 0 ? 0 : 1;

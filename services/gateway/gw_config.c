@@ -43,6 +43,12 @@ const qv_cfg_key_t gw_cfg_keys[] = {
     { "slow_request_threshold", QV_CFG_INT, offsetof(gw_cfg_t, slow_request_threshold), "2000",
       1, 3600000, "SLOW_REQUEST_THRESHOLD", QV_CFG_RUNTIME,
       "requests slower than this many ms are logged as warnings" },
+    /* Short: the cache is an optimisation, so a cache that is down or slow must cost a request
+     * little before it falls back to the handler (gw_cache.c). */
+    { "cache_deadline_ms", QV_CFG_INT, offsetof(gw_cfg_t, cache_deadline_ms), "200", 10,
+      10000, NULL, 0,
+      "deadline of each response-cache call (Get, Set, Delete); past it the request goes on "
+      "without the cache" },
     { NULL, 0, 0, NULL, 0, 0, NULL, 0, NULL }
 };
 

@@ -118,6 +118,22 @@ int gw_send_body(gw_req_t *req, const void *data, size_t len)
 int gw_send(gw_req_t *req, int status, const char *content_type, const void *body,
             size_t len, const char *extra)
 {
+    if (req->capture && status == 200 && req->status == 0 &&
+        (!content_type || strncmp(content_type, "application/json", 16) == 0)) {
+        /* A cached route's answer: the wrapper sends it (gw_cache_run). One answer only. */
+        if (req->captured)
+            return -1;
+        char *copy = malloc(len + 1);
+        if (!copy)
+            return -1;
+        if (len)
+            memcpy(copy, body, len);
+        copy[len] = '\0';
+        req->cap_body = copy;
+        req->cap_len = len;
+        req->captured = true;
+        return 0;
+    }
     if (gw_send_headers(req, status, content_type, (int64_t) len, extra) != 0)
         return -1;
     if (strcmp(req->ri->request_method, "HEAD") == 0)

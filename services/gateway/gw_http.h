@@ -34,6 +34,15 @@ typedef struct gw_req_t {
     int         status;              /* 0 until a response was started */
     int64_t     bytes_out;
     bool        sent_continue;       /* "100 Continue" went out: civetweb's header API is closed */
+    /* Response capture for cached routes (gw_cache.c): while `capture` is set, a 200 JSON
+     * response given to gw_send is kept here (heap, owned by the request) instead of being
+     * written, so the wrapper can store it in the cache and answer with X-Cache and ETag.
+     * Every other status is written at once as usual. */
+    bool        capture;
+    bool        captured;
+    bool        cache_failed;        /* a cache call timed out or found no worker: skip the rest */
+    char       *cap_body;
+    size_t      cap_len;
 } gw_req_t;
 
 /* ---- request ids ---- */

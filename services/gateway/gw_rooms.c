@@ -2,9 +2,12 @@
  * Guarantees: every change goes through one dbopt catalog statement (so it commits or not as
  * a whole), and its room event is sent only after that statement answered success, and only
  * when something changed (joining twice announces one join). Administrator-only actions are
- * checked against the room's administrator_id as PostgreSQL has it, not against the token. */
+ * checked against the room's administrator_id as PostgreSQL has it, not against the token.
+ * Cached answers a change makes old are removed after the change committed and before the
+ * response goes out (gw_cache_room_changed), so the caller's next read is fresh. */
 #include "gw_routes.h"
 #include "gw_server.h"
+#include "gw_cache.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -137,6 +140,8 @@ int gw_h_room_join(gw_req_t *req)
         return req->status;
     bool joined = gw_cell_bool(r, 0, "joined");
     quaver__v1__query_reply__free_unpacked(r, NULL);
+    /* participant_count is part of the room's answer too. */
+    gw_cache_room_changed(req, room, GW_INV_ROOM | GW_INV_PARTICIPANTS);
     json_t *doc = json_pack("{s:I,s:I,s:b}", "room_id", (json_int_t) room, "user_id",
                             (json_int_t) req->who.user_id, "joined", joined);
     gw_send_json(req, joined ? 201 : 200, doc);
@@ -167,6 +172,7 @@ int gw_h_room_leave(gw_req_t *req)
             return req->status;
         quaver__v1__query_reply__free_unpacked(room_r, NULL);
     }
+    gw_cache_room_changed(req, room, GW_INV_ROOM | GW_INV_PARTICIPANTS);
     json_t *doc = json_pack("{s:I,s:I,s:b}", "room_id", (json_int_t) room, "user_id",
                             (json_int_t) req->who.user_id, "left", left);
     gw_send_json(req, 200, doc);
@@ -241,6 +247,9 @@ int gw_h_playback(gw_req_t *req)
     json_object_set_new(doc, "current_track_id", gw_cell_json("current_track_id", cur, !cur));
     json_object_set_new(doc, "is_playing", json_boolean(gw_cell_bool(r, 0, "is_playing")));
     quaver__v1__query_reply__free_unpacked(r, NULL);
+    /* The room shows current_track_id and is_playing; play and skip mark a track played,
+     * which takes it off the queue. */
+    gw_cache_room_changed(req, room, GW_INV_ROOM | GW_INV_QUEUE);
     json_t *data = json_deep_copy(doc);
     json_object_set_new(data, "action", json_string(action));
     gw_send_json(req, 200, doc);

@@ -6,6 +6,7 @@
  * forgets to answer yields a 500 instead of a hung client. */
 #include "gw_routes.h"
 #include "gw_server.h"
+#include "gw_cache.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include <stdio.h>
@@ -14,27 +15,36 @@
 #include <strings.h>
 
 /* Deadlines: a service call gets the route's deadline; uploads carry up to upload_max_bytes
- * through stream and so get longer; health probes must answer fast even when a service hangs. */
+ * through stream and so get longer; health probes must answer fast even when a service hangs;
+ * a cache Clear may walk a whole Redis namespace (SCAN + UNLINK).
+ * Cache: the three room reads below do not depend on the caller (any logged-in user may read
+ * any room, its participants and its queue), so one cached copy serves everyone; the
+ * mutations that change them invalidate the same keys (gw_cache.h, the invalidation map). */
 const gw_route_t gw_routes[] = {
-    { "GET",    "/api/ping",                          GW_AUTH_NONE,   gw_h_ping,              0 },
-    { "GET",    "/livez",                             GW_AUTH_NONE,   gw_h_livez,             0 },
-    { "GET",    "/readyz",                            GW_AUTH_NONE,   gw_h_readyz,            0 },
-    { "GET",    "/api/health",                        GW_AUTH_NONE,   gw_h_health,         1000 },
-    { "GET",    "/api/metrics",                       GW_AUTH_NONE,   gw_h_metrics,        2000 },
-    { "POST",   "/api/v1/auth/register",              GW_AUTH_NONE,   gw_h_register,          0 },
-    { "POST",   "/api/v1/auth/login",                 GW_AUTH_NONE,   gw_h_login,             0 },
-    { "POST",   "/api/v1/rooms",                      GW_AUTH_USER,   gw_h_room_create,       0 },
-    { "GET",    "/api/v1/rooms/{id}",                 GW_AUTH_USER,   gw_h_room_get,          0 },
-    { "POST",   "/api/v1/rooms/{id}/join",            GW_AUTH_USER,   gw_h_room_join,         0 },
-    { "POST",   "/api/v1/rooms/{id}/leave",           GW_AUTH_USER,   gw_h_room_leave,        0 },
-    { "GET",    "/api/v1/rooms/{id}/participants",    GW_AUTH_USER,   gw_h_room_participants, 0 },
-    { "POST",   "/api/v1/rooms/{id}/tracks",          GW_AUTH_USER,   gw_h_track_upload,  30000 },
-    { "GET",    "/api/v1/rooms/{id}/tracks",          GW_AUTH_USER,   gw_h_track_queue,       0 },
-    { "POST",   "/api/v1/rooms/{id}/playback",        GW_AUTH_USER,   gw_h_playback,          0 },
-    { "POST",   "/api/v1/tracks/{id}/vote",           GW_AUTH_USER,   gw_h_vote_add,          0 },
-    { "DELETE", "/api/v1/tracks/{id}/vote",           GW_AUTH_USER,   gw_h_vote_remove,       0 },
-    { "GET",    "/api/v1/tracks/{id}/stream",         GW_AUTH_STREAM, gw_h_stream,            0 },
-    { NULL, NULL, 0, NULL, 0 }
+    { "GET",    "/api/ping",                       GW_AUTH_NONE,   gw_h_ping,              0, GW_NO_CACHE },
+    { "GET",    "/livez",                          GW_AUTH_NONE,   gw_h_livez,             0, GW_NO_CACHE },
+    { "GET",    "/readyz",                         GW_AUTH_NONE,   gw_h_readyz,            0, GW_NO_CACHE },
+    { "GET",    "/api/health",                     GW_AUTH_NONE,   gw_h_health,         1000, GW_NO_CACHE },
+    { "GET",    "/api/metrics",                    GW_AUTH_NONE,   gw_h_metrics,        2000, GW_NO_CACHE },
+    { "POST",   "/api/v1/auth/register",           GW_AUTH_NONE,   gw_h_register,          0, GW_NO_CACHE },
+    { "POST",   "/api/v1/auth/login",              GW_AUTH_NONE,   gw_h_login,             0, GW_NO_CACHE },
+    { "POST",   "/api/v1/rooms",                   GW_AUTH_USER,   gw_h_room_create,       0, GW_NO_CACHE },
+    { "GET",    "/api/v1/rooms/{id}",              GW_AUTH_USER,   gw_h_room_get,          0,
+      GW_NS_ROOM,  GW_CK_ROOM },
+    { "POST",   "/api/v1/rooms/{id}/join",         GW_AUTH_USER,   gw_h_room_join,         0, GW_NO_CACHE },
+    { "POST",   "/api/v1/rooms/{id}/leave",        GW_AUTH_USER,   gw_h_room_leave,        0, GW_NO_CACHE },
+    { "GET",    "/api/v1/rooms/{id}/participants", GW_AUTH_USER,   gw_h_room_participants, 0,
+      GW_NS_ROOM,  GW_CK_PARTICIPANTS },
+    { "POST",   "/api/v1/rooms/{id}/tracks",       GW_AUTH_USER,   gw_h_track_upload,  30000, GW_NO_CACHE },
+    { "GET",    "/api/v1/rooms/{id}/tracks",       GW_AUTH_USER,   gw_h_track_queue,       0,
+      GW_NS_QUEUE, GW_CK_QUEUE },
+    { "POST",   "/api/v1/rooms/{id}/playback",     GW_AUTH_USER,   gw_h_playback,          0, GW_NO_CACHE },
+    { "POST",   "/api/v1/tracks/{id}/vote",        GW_AUTH_USER,   gw_h_vote_add,          0, GW_NO_CACHE },
+    { "DELETE", "/api/v1/tracks/{id}/vote",        GW_AUTH_USER,   gw_h_vote_remove,       0, GW_NO_CACHE },
+    { "GET",    "/api/v1/tracks/{id}/stream",      GW_AUTH_STREAM, gw_h_stream,            0, GW_NO_CACHE },
+    { "GET",    "/api/v1/performance/cache",       GW_AUTH_USER,   gw_h_cache_stats,    2000, GW_NO_CACHE },
+    { "POST",   "/api/v1/performance/cache/clear", GW_AUTH_USER,   gw_h_cache_clear,   10000, GW_NO_CACHE },
+    { NULL, NULL, 0, NULL, 0, GW_NO_CACHE }
 };
 
 /* One path segment against one pattern segment. {id}: 1..18 digits, value > 0, so it always
@@ -175,8 +185,14 @@ int gw_routes_handle(struct mg_connection *conn, void *cbdata)
         req.route = route;
         if (route->deadline_ms > 0)
             req.deadline_ms = route->deadline_ms;
-        if (route->auth == GW_AUTH_NONE || s_authenticate(&req, route->auth) == 0)
-            route->fn(&req);
+        /* Auth first, always: a cached answer is never served to a caller the route would
+         * refuse. */
+        if (route->auth == GW_AUTH_NONE || s_authenticate(&req, route->auth) == 0) {
+            if (route->cache_ns)
+                gw_cache_run(&req);
+            else
+                route->fn(&req);
+        }
         if (req.status == 0)
             gw_send_error(&req, 500, NULL, "the handler sent no response");
     }

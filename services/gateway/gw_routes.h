@@ -4,7 +4,8 @@
  * a known path and a wrong method, 401 for a route that needs a user and has no valid token,
  * the metrics quaver_http_requests_total{route,status} and
  * quaver_http_request_duration_seconds{route}, a warning line for slow requests, and a 500
- * when a handler returns without answering. Handlers check room-level rights themselves. */
+ * when a handler returns without answering. Handlers check room-level rights themselves.
+ * Routes with a cache policy go through gw_cache_run (lookup after auth, handler on a miss). */
 #ifndef GW_ROUTES_H
 #define GW_ROUTES_H
 #include "gw_http.h"
@@ -24,7 +25,16 @@ typedef struct gw_route_t {
     gw_auth_level_t auth;
     gw_handler_fn   fn;
     int             deadline_ms; /* per service call; 0 = default_deadline_ms */
+    /* Cache policy (gw_cache.h). A GET route may name a cache namespace: its 200 JSON answers
+     * are kept there under the key "<cache_key><first {id}>" and served with X-Cache and ETag.
+     * Only for answers that do not depend on who asks (beyond the route's auth level, which is
+     * checked before the lookup): a hit skips the handler, so any right the handler checks
+     * itself would be skipped too. Both NULL (GW_NO_CACHE): not cached. */
+    const char     *cache_ns;
+    const char     *cache_key;
 } gw_route_t;
+
+#define GW_NO_CACHE NULL, NULL
 
 extern const gw_route_t gw_routes[];
 
@@ -65,6 +75,9 @@ int gw_h_vote_add(gw_req_t *req);
 int gw_h_vote_remove(gw_req_t *req);
 /* gw_stream.c */
 int gw_h_stream(gw_req_t *req);
+/* gw_perf.c */
+int gw_h_cache_stats(gw_req_t *req);
+int gw_h_cache_clear(gw_req_t *req);
 
 /* Shared room checks (gw_rooms.c). 0 when the caller is a participant of room_id; otherwise
  * sends 404 (no such room) or 403 and returns -1. */

@@ -5,6 +5,7 @@
 #include "gw_multipart.h"
 #include "gw_auth.h"
 #include "gw_http.h"
+#include "gw_cache.h"
 #include <jwt.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -382,6 +383,111 @@ static void s_test_json(void)
     CHECK(gw_cell_i64(&r, 0, "id") == 7 && gw_cell(&r, 0, "nope") == NULL, "cells");
 }
 
+/* ---- cache: keys, ETags, If-None-Match, generations, stats JSON, the route policy ---- */
+static void s_test_cache(void)
+{
+    char k[64];
+    CHECK(gw_cache_key(GW_CK_ROOM, 12, k, sizeof k) == 0 && strcmp(k, "room:12") == 0, "%s", k);
+    CHECK(gw_cache_key(GW_CK_QUEUE, 999999999999999999LL, k, sizeof k) == 0 &&
+          strcmp(k, "queue:999999999999999999") == 0, "%s", k);
+    CHECK(gw_cache_key(GW_CK_PARTICIPANTS, 5, k, 8) == -1, "key truncation not reported");
+
+    /* sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad */
+    char e[GW_ETAG_LEN], e2[GW_ETAG_LEN];
+    gw_cache_etag("abc", 3, e);
+    CHECK(strcmp(e, "\"ba7816bf8f01cfea\"") == 0, "etag %s", e);
+    gw_cache_etag("abd", 3, e2);
+    CHECK(strcmp(e, e2) != 0, "different bodies, same etag");
+    gw_cache_etag("", 0, e2);
+    CHECK(strcmp(e2, "\"e3b0c44298fc1c14\"") == 0, "empty-body etag %s", e2);
+
+    static const struct { const char *h; bool want; } inm[] = {
+        { "\"ba7816bf8f01cfea\"", true },  { "W/\"ba7816bf8f01cfea\"", true },
+        { "*", true },                      { "\"x\", \"ba7816bf8f01cfea\"", true },
+        { "\"x\" ,\t\"ba7816bf8f01cfea\" ", true },
+        { "\"ba7816bf8f01cfeb\"", false }, { "ba7816bf8f01cfea", false },
+        { "\"ba7816bf8f01cfea", false },    { "", false }, { ",,,", false },
+        { "\"ba7816bf8f01cfea\"x", false },
+    };
+    for (size_t i = 0; i < sizeof inm / sizeof inm[0]; i++)
+        CHECK(gw_cache_etag_listed(inm[i].h, e) == inm[i].want, "If-None-Match '%s'", inm[i].h);
+    CHECK(!gw_cache_etag_listed(NULL, e), "NULL header");
+
+    /* Invalidation bumps the key's generation (and only changes, never lowers it). */
+    uint64_t g0 = gw_cache_generation(GW_NS_QUEUE, "queue:77");
+    CHECK(gw_cache_generation(GW_NS_QUEUE, "queue:77") == g0, "generation moved by itself");
+    uint64_t r0 = gw_cache_generation(GW_NS_ROOM, "room:77");
+    gw_cache_remote_change(77, GW_INV_QUEUE);
+    CHECK(gw_cache_generation(GW_NS_QUEUE, "queue:77") == g0 + 1, "queue:77 not bumped");
+    /* (room:77 and queue:77 could share a slot; then the count moved with queue:77's.) */
+    uint64_t r1 = gw_cache_generation(GW_NS_ROOM, "room:77");
+    CHECK(r1 == r0 || r1 == r0 + 1, "room:77 moved by %llu", (unsigned long long) (r1 - r0));
+    gw_cache_remote_change(77, GW_INV_ROOM | GW_INV_PARTICIPANTS | GW_INV_QUEUE);
+    CHECK(gw_cache_generation(GW_NS_ROOM, "room:77") > r1 &&
+          gw_cache_generation(GW_NS_ROOM, "participants:77") > 0 &&
+          gw_cache_generation(GW_NS_QUEUE, "queue:77") > g0 + 1, "bump of three keys");
+
+    /* Room events of another replica name the same changes as the mutations that send them. */
+    CHECK(gw_cache_event_bits("participant_joined") == (GW_INV_ROOM | GW_INV_PARTICIPANTS) &&
+          gw_cache_event_bits("participant_left") == (GW_INV_ROOM | GW_INV_PARTICIPANTS) &&
+          gw_cache_event_bits("track_added") == GW_INV_QUEUE &&
+          gw_cache_event_bits("vote_changed") == GW_INV_QUEUE &&
+          gw_cache_event_bits("playback_changed") == (GW_INV_ROOM | GW_INV_QUEUE),
+          "event bits");
+    CHECK(gw_cache_event_bits("nope") == 0 && gw_cache_event_bits(NULL) == 0, "unknown event");
+
+    /* Every cached route is a GET with an {id}, names a namespace and key kind the
+     * invalidation map knows (so some mutation removes it), and requires a user. */
+    int cached = 0;
+    for (const gw_route_t *r = gw_routes; r->method; r++) {
+        CHECK((r->cache_ns == NULL) == (r->cache_key == NULL), "route %s: half a policy",
+              r->pattern);
+        if (!r->cache_ns)
+            continue;
+        cached++;
+        CHECK(strcmp(r->method, "GET") == 0 && strstr(r->pattern, "{id}") &&
+              r->auth == GW_AUTH_USER, "route %s: not a cacheable GET", r->pattern);
+        bool known = false;
+        for (const gw_cache_inval_t *m = gw_cache_inval_map; m->bit; m++)
+            known = known || (strcmp(m->ns, r->cache_ns) == 0 &&
+                              strcmp(m->kind, r->cache_key) == 0);
+        CHECK(known, "route %s: %s/%s is never invalidated", r->pattern, r->cache_ns,
+              r->cache_key);
+    }
+    CHECK(cached == 3, "%d cached routes, want 3", cached);
+
+    /* Stats: "ns.<ns>.<stat>" under namespaces, the rest under global; integers stay so. */
+    Quaver__V1__Stat s1 = QUAVER__V1__STAT__INIT, s2 = QUAVER__V1__STAT__INIT,
+                     s3 = QUAVER__V1__STAT__INIT, s4 = QUAVER__V1__STAT__INIT,
+                     s5 = QUAVER__V1__STAT__INIT, s6 = QUAVER__V1__STAT__INIT;
+    s1.name = "ns.room_state.hits";    s1.value = 3;
+    s2.name = "ns.room_state.hit_rate"; s2.value = 0.75;
+    s3.name = "ns.track_queue.entries"; s3.value = 1;
+    s4.name = "entries";               s4.value = 4;
+    s5.name = "ns.";                   s5.value = 1;     /* malformed: global */
+    s6.name = "quaver_cache_hits_total{tier=\"local\"}"; s6.value = 2;
+    Quaver__V1__Stat *stats[] = { &s1, &s2, &s3, &s4, &s5, &s6 };
+    Quaver__V1__StatsReply rep = QUAVER__V1__STATS_REPLY__INIT;
+    rep.service = "cache";
+    rep.stats = stats;
+    rep.n_stats = 6;
+    json_t *doc = gw_cache_stats_json(&rep);
+    char *txt = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    const char *want = "{\"global\":{\"entries\":4,\"ns.\":1,"
+                       "\"quaver_cache_hits_total{tier=\\\"local\\\"}\":2},"
+                       "\"namespaces\":{\"room_state\":{\"hit_rate\":0.75,\"hits\":3},"
+                       "\"track_queue\":{\"entries\":1}}}";
+    CHECK(txt && strcmp(txt, want) == 0, "stats json %s", txt ? txt : "(null)");
+    free(txt);
+    json_decref(doc);
+    doc = gw_cache_stats_json(NULL);
+    txt = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    CHECK(txt && strcmp(txt, "{\"global\":{},\"namespaces\":{}}") == 0, "empty stats %s",
+          txt ? txt : "(null)");
+    free(txt);
+    json_decref(doc);
+}
+
 /* gw_ws_selftest.c: the WebSocket hub's own selftest (0 or -1). */
 int gw_ws_selftest(void);
 static void s_test_ws(void)
@@ -397,6 +503,7 @@ static const struct {
     { "multipart", s_test_multipart }, { "request_id", s_test_request_id },
     { "jwt", s_test_jwt },             { "password", s_test_password },
     { "json", s_test_json },           { "ws", s_test_ws },
+    { "cache", s_test_cache },
     { NULL, NULL }
 };
 

@@ -29,6 +29,7 @@ typedef struct {
     int64_t  ws_activity_timeout;
     int64_t  default_deadline_ms;
     int64_t  slow_request_threshold;
+    int64_t  cache_deadline_ms;
 } gw_cfg_t;
 
 /* The key table (gw_config.c). */

@@ -4,10 +4,12 @@
  * type is decided by the stream service from the content, not by the name or the header we
  * were sent; a track row is created only after the file is durably stored; the queue is
  * returned in dbopt's order (vote_score DESC, created_at ASC); a vote event goes out only when
- * the vote changed something. */
+ * the vote changed something; the room's cached queue is invalidated after an upload or a vote
+ * committed and before the response goes out. */
 #include "gw_routes.h"
 #include "gw_server.h"
 #include "gw_multipart.h"
+#include "gw_cache.h"
 #include "qv_log.h"
 #include "quaver/v1/stream.pb-c.h"
 #include <stdio.h>
@@ -124,6 +126,8 @@ int gw_h_track_upload(gw_req_t *req)
         const char *ca = gw_cell(r, 0, "created_at");
         json_object_set_new(t, "created_at", gw_cell_json("created_at", ca, !ca));
         quaver__v1__query_reply__free_unpacked(r, NULL);
+        /* The room's own answer has no track counts: only the queue changed. */
+        gw_cache_room_changed(req, room, GW_INV_QUEUE);
         json_t *data_ev = json_pack("{s:O,s:s}", "track", t, "uploader", req->who.username);
         gw_send_json(req, 201, t);
         if (data_ev) {
@@ -196,6 +200,9 @@ static int s_vote(gw_req_t *req, bool add)
     int64_t score = gw_cell_i64(r, 0, "vote_score");
     bool changed = gw_cell_bool(r, 0, "changed");
     quaver__v1__query_reply__free_unpacked(r, NULL);
+    /* A vote invalidates its room's queue (scores and order). Also when this vote changed
+     * nothing: one Delete is cheap, and it repairs an entry an earlier failed Delete left. */
+    gw_cache_room_changed(req, room, GW_INV_QUEUE);
     gw_send_json(req, 200, json_pack("{s:I,s:I,s:b}", "track_id", (json_int_t) track,
                                      "vote_score", (json_int_t) score, "voted", add));
     if (changed) {

@@ -53,6 +53,7 @@
 #include "gw_ws.h"
 #include "gw_http.h"
 #include "gw_auth.h"
+#include "gw_cache.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include "qv_rpc.h"
@@ -857,6 +858,10 @@ static void s_on_bus(gw_ws_t *self)
                 room = strtoll(t, NULL, 10);
         }
         if (o && json_is_object(o) && room > 0) {
+            /* That replica deleted the cached answers the change made old; ours in flight
+             * must not store them back (gw_cache.h). */
+            gw_cache_remote_change(room, gw_cache_event_bits(json_string_value(
+                                             json_object_get(o, "type"))));
             s_deliver(self, room, msg->json, strlen(msg->json));
             s_count_event(self, json_string_value(json_object_get(o, "type")));
             if (self->m_remote)

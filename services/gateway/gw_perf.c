@@ -1,0 +1,108 @@
+/* gw_perf: the performance endpoints over the cache service.
+ *   GET  /api/v1/performance/cache         any logged-in user: cache Stats as
+ *        {"global":{name:value..},"namespaces":{ns:{stat:value..}}}
+ *   POST /api/v1/performance/cache/clear   administrators only: {"namespace":"<name>"|"all"}
+ *        -> cache Clear -> {"cleared":N,"namespace":..}
+ * Guarantees: the administrator right is read from users.is_admin in PostgreSQL at each
+ * request (user_get), not from the token's `adm` claim, so a revoked administrator loses the
+ * right at once rather than when the token expires; a non-administrator gets 403 before
+ * anything is read or cleared. The statistics hold counts only (no keys, no values, nothing of
+ * any user), the same numbers /api/metrics already shows without a token, so they are not
+ * restricted to administrators. */
+#include "gw_routes.h"
+#include "gw_cache.h"
+#include "gw_server.h"
+#include "qv_log.h"
+#include "quaver/v1/cache.pb-c.h"
+#include <stdio.h>
+#include <string.h>
+
+#define NS_CHARS "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+/* 0 when the caller is an administrator in PostgreSQL (and marks the identity so, for the
+ * cache's own QV_ADMIN check); otherwise the error (403, or the dbopt failure) is sent. */
+static int s_require_admin(gw_req_t *req)
+{
+    char uid[24];
+    snprintf(uid, sizeof uid, "%lld", (long long) req->who.user_id);
+    const char *p[] = { uid };
+    /* On every refusal below the body (if any) stays unread, so the connection cannot carry
+     * another request. */
+    Quaver__V1__QueryReply *r = gw_db(req, "Query", "user_get", 1, p, NULL);
+    if (!r) {
+        mg_disable_connection_keep_alive(req->conn);
+        return -1;
+    }
+    bool admin = r->n_rows > 0 && gw_cell_bool(r, 0, "is_admin");
+    quaver__v1__query_reply__free_unpacked(r, NULL);
+    if (!admin) {
+        mg_disable_connection_keep_alive(req->conn);
+        gw_send_error(req, 403, NULL, "only administrators may do this (users.is_admin)");
+        return -1;
+    }
+    req->who.admin = true;
+    return 0;
+}
+
+int gw_h_cache_stats(gw_req_t *req)
+{
+    Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
+    qv_result_t res;
+    int st = gw_call(req, "cache", "Stats", &e.base, 0, &res);
+    if (st < 200 || st >= 300) {
+        gw_send_call_error(req, "cache", &res, NULL);
+        qv_result_free(&res);
+        return req->status;
+    }
+    Quaver__V1__StatsReply *s = quaver__v1__stats_reply__unpack(NULL, res.len, res.payload);
+    qv_result_free(&res);
+    if (!s)
+        return gw_send_error(req, 502, NULL, "cache sent a reply that does not decode");
+    json_t *doc = gw_cache_stats_json(s);
+    quaver__v1__stats_reply__free_unpacked(s, NULL);
+    if (!doc)
+        return gw_send_error(req, 500, NULL, "could not build the response");
+    return gw_send_json(req, 200, doc);
+}
+
+int gw_h_cache_clear(gw_req_t *req)
+{
+    if (s_require_admin(req) != 0)
+        return req->status;
+    json_t *body = gw_read_json(req);
+    if (!body)
+        return req->status;
+    const char *ns;
+    if (gw_json_string(req, body, "namespace", 1, 64, NS_CHARS, &ns) != 0)
+        goto out;
+    /* "all" is the whole cache: the Clear contract spells that as the empty namespace. */
+    bool all = strcmp(ns, "all") == 0;
+    Quaver__V1__CacheClearRequest c = QUAVER__V1__CACHE_CLEAR_REQUEST__INIT;
+    c.namespace_ = all ? "" : (char *) ns;
+    qv_result_t res;
+    int st = gw_call(req, "cache", "Clear", &c.base, 0, &res);
+    if (st == 404 && res.error && strstr(res.error, "unknown method")) {
+        /* A cache daemon older than the Clear method (issue 3). */
+        gw_send_error(req, 501, NULL, "the cache service does not implement Clear yet; "
+                      "upgrade quaver-cache");
+    } else if (st < 200 || st >= 300) {
+        gw_send_call_error(req, "cache", &res, NULL);
+    } else {
+        Quaver__V1__CacheCountReply *n = quaver__v1__cache_count_reply__unpack(NULL, res.len,
+                                                                               res.payload);
+        if (!n) {
+            gw_send_error(req, 502, NULL, "cache sent a reply that does not decode");
+        } else {
+            qv_log(QV_LOG_INFO, req->request_id, "user %lld cleared cache namespace %s: %lld "
+                   "entries", (long long) req->who.user_id, all ? "(all)" : ns,
+                   (long long) n->removed);
+            gw_send_json(req, 200, json_pack("{s:I,s:s}", "cleared", (json_int_t) n->removed,
+                                             "namespace", ns));
+            quaver__v1__cache_count_reply__free_unpacked(n, NULL);
+        }
+    }
+    qv_result_free(&res);
+out:
+    json_decref(body);
+    return req->status;
+}
