@@ -7,11 +7,30 @@ api_response, db_query); keys are unique per test so tests do not see each other
 """
 import threading
 import time
+import zlib
 
 import pytest
 
 import harness
 from harness import unique, wait_for
+
+
+def _stored(value):
+    """What a value looks like in Redis (services/cache/cache_codec.h): a header byte, 0 for
+    the value as given; another client writing our keys must write it so."""
+    return b"\x00" + (value if isinstance(value, bytes) else value.encode())
+
+
+def _unstored(data):
+    """The value a Redis entry holds (None for none)."""
+    if data is None:
+        return None
+    if data[:1] == b"\x00":
+        return data[1:]
+    assert data[:1] == b"\x01", data[:8]
+    value = zlib.decompress(data[5:])
+    assert len(value) == int.from_bytes(data[1:5], "big")
+    return value
 
 
 def _get(mdp, pb, ns, key):
@@ -73,7 +92,7 @@ def test_external_change_reaches_local_tier_within_100ms(quaver, mdp, pb):
         _set(mdp, pb, ns, key, b"v1")
         _local(mdp, pb, ns, key, b"v1")
         t0 = time.monotonic()
-        quaver.redis.command("SET", f"quaver:{ns}:{key}", "v2", "PX", "60000")
+        quaver.redis.command("SET", f"quaver:{ns}:{key}", _stored("v2"), "PX", "60000")
         seen = set()
         while True:
             g = _get(mdp, pb, ns, key)
@@ -99,7 +118,7 @@ def test_mget(quaver, mdp, pb):
     a, b, c, nope = (unique(x) for x in "abcn")
     _set(mdp, pb, ns, a, b"A")
     _set(mdp, pb, ns, c, b"C")
-    quaver.redis.command("SET", f"quaver:{ns}:{b}", "B", "PX", "60000")   # Redis only
+    quaver.redis.command("SET", f"quaver:{ns}:{b}", _stored("B"), "PX", "60000")   # Redis only
     res = mdp.call("cache", "MGet", pb.cache.CacheMGetRequest(namespace=ns, keys=[a, b, nope, c]))
     assert res.status == 200, res
     r = pb.cache.CacheMGetReply()
@@ -126,7 +145,7 @@ def test_invalidate_pattern_both_tiers(quaver, mdp, pb):
     for k in inside + outside:
         _local(mdp, pb, ns, k, b"v")
     # one matching key only in Redis (another replica wrote it)
-    quaver.redis.command("SET", f"quaver:{ns}:{base}:room:3", "v", "PX", "60000")
+    quaver.redis.command("SET", f"quaver:{ns}:{base}:room:3", _stored("v"), "PX", "60000")
     # the same key in another namespace is not touched
     _set(mdp, pb, "db_query", inside[0], b"other")
     res = mdp.call("cache", "InvalidatePattern",
@@ -199,6 +218,77 @@ def test_stats_per_namespace(quaver, mdp, pb):
         assert f"ns.{ns}.hits" in after, ns
 
 
+def test_stats_local_tier_per_namespace(quaver, mdp, pb):
+    """Each namespace reports its own share of the local tier: a Set in room_state moves
+    room_state's entries and bytes (key + value) and nobody else's."""
+    k, v = unique("nsb"), b"x" * 100
+    before = _stats(mdp, pb)
+    _set(mdp, pb, "room_state", k, v)
+    after = _stats(mdp, pb)
+    assert after["ns.room_state.entries"] - before["ns.room_state.entries"] == 1
+    # key + the codec's header byte + value (room_state does not compress)
+    assert after["ns.room_state.bytes"] - before["ns.room_state.bytes"] == len(k) + 1 + len(v)
+    assert after["ns.track_queue.entries"] == before["ns.track_queue.entries"]
+    for ns in ("room_state", "track_queue", "user_data", "file_metadata", "api_response",
+               "db_query"):
+        for stat in ("entries", "bytes", "evictions_capacity_entries",
+                     "evictions_capacity_bytes", "evictions_priority", "evictions_expired"):
+            assert f"ns.{ns}.{stat}" in after, (ns, stat)
+
+
+def test_invalidate_pattern_local_side_is_exact(quaver, mdp, pb):
+    """A key that shares the pattern's literal prefix but does not match it stays in the
+    local tier: the next Get is still a local hit, not a trip to Redis."""
+    ns = "api_response"
+    base = unique("ipx")
+    hit, keep = f"{base}:room:1", f"{base}:room:1x"
+    for k in (hit, keep):
+        _set(mdp, pb, ns, k, b"v")
+        _local(mdp, pb, ns, k, b"v")
+    res = mdp.call("cache", "InvalidatePattern",
+                   pb.cache.CachePatternRequest(namespace=ns, pattern=f"{base}:room:?"))
+    assert _count(pb, res) == 1
+    assert not _get(mdp, pb, ns, hit).found
+    g = _get(mdp, pb, ns, keep)
+    assert g.found and g.value == b"v" and g.tier == "local", g
+
+
+def test_compression_round_trip_and_corrupt_values(quaver, mdp, pb):
+    """user_data compresses values from 1 KiB: Redis holds the zlib form, Get answers the
+    value as given (from either tier), the ratio is a stat. A value in Redis that is not a
+    valid encoding reads as a miss and is deleted, and the daemon stays up."""
+    ns = "user_data"
+    k, v = unique("z"), b"quaver " * 1000
+    before = _stats(mdp, pb)
+    _set(mdp, pb, ns, k, v)
+    stored = quaver.redis.command("GET", f"quaver:{ns}:{k}")
+    assert stored[:1] == b"\x01" and len(stored) < len(v) // 10
+    assert _unstored(stored) == v
+    g = _get(mdp, pb, ns, k)
+    assert g.found and g.value == v and g.tier == "local"
+    after = _stats(mdp, pb)
+    assert after[f"ns.{ns}.values_compressed"] - before[f"ns.{ns}.values_compressed"] == 1
+    assert after[f"ns.{ns}.compression_ratio"] > 1
+    # another replica's compressed value, read through Redis
+    k2 = unique("z2")
+    quaver.redis.command("SET", f"quaver:{ns}:{k2}",
+                         b"\x01" + len(v).to_bytes(4, "big") + zlib.compress(v), "PX", "60000")
+    g = _get(mdp, pb, ns, k2)
+    assert g.found and g.value == v and g.tier == "redis"
+    _local(mdp, pb, ns, k2, v)
+    # corrupt: an unknown header, a zlib header over a broken stream, a lying length
+    bad = [b"no header", b"\x01\x00\x00\x00\x09junk",
+           b"\x01" + (len(v) + 1).to_bytes(4, "big") + zlib.compress(v), b""]
+    for i, data in enumerate(bad):
+        kb = unique(f"bad{i}")
+        quaver.redis.command("SET", f"quaver:{ns}:{kb}", data, "PX", "60000")
+        assert not _get(mdp, pb, ns, kb).found, data
+        assert quaver.redis.command("EXISTS", f"quaver:{ns}:{kb}") == 0, data
+    assert _stats(mdp, pb)[f"ns.{ns}.corrupt_values"] - \
+        before.get(f"ns.{ns}.corrupt_values", 0) == len(bad)
+    assert _health(mdp, pb).status == "ok"
+
+
 def test_bad_input_is_400_and_stores_nothing(quaver, mdp, pb):
     k = unique("bad")
     res = mdp.call("cache", "Set", pb.cache.CacheSetRequest(namespace="nosuch", key=k, value=b"v"))
@@ -250,7 +340,7 @@ def test_invalidation_connection_killed_flushes_local_tier(quaver, mdp, pb):
     flushes = _stats(mdp, pb)["local_flushes"]
     killed = quaver.redis.command("CLIENT", "KILL", "TYPE", "pubsub")
     assert killed >= 1
-    quaver.redis.command("SET", f"quaver:{ns}:{k}", "new", "PX", "60000")
+    quaver.redis.command("SET", f"quaver:{ns}:{k}", _stored("new"), "PX", "60000")
     time.sleep(0.3)
     wait_for(lambda: _stats(mdp, pb)["local_flushes"] > flushes, 5, what="a local flush")
     end = time.monotonic() + 5
@@ -263,7 +353,7 @@ def test_invalidation_connection_killed_flushes_local_tier(quaver, mdp, pb):
         time.sleep(0.02)
     # Invalidations flow again on the new subscriber connection.
     _local(mdp, pb, ns, k, b"new")
-    quaver.redis.command("SET", f"quaver:{ns}:{k}", "newer", "PX", "60000")
+    quaver.redis.command("SET", f"quaver:{ns}:{k}", _stored("newer"), "PX", "60000")
     wait_for(lambda: _get(mdp, pb, ns, k).value == b"newer", 1, interval=0.005,
              what="an invalidation on the new connection")
     assert _health(mdp, pb).status == "ok"
@@ -362,7 +452,7 @@ def test_coherent_under_concurrent_writers(quaver, mdp, pb):
         rnd = random.Random(99)
         while not stop.is_set():
             k = rnd.choice(keys)
-            quaver.redis.command("SET", f"quaver:{ns}:{k}", "ext%d" % rnd.getrandbits(20),
+            quaver.redis.command("SET", f"quaver:{ns}:{k}", _stored("ext%d" % rnd.getrandbits(20)),
                                  "PX", "60000")
             time.sleep(0.002)
 
@@ -377,7 +467,7 @@ def test_coherent_under_concurrent_writers(quaver, mdp, pb):
     assert not errors, errors[:5]
     time.sleep(0.2)    # the last invalidations arrive
     for k in keys:
-        want = quaver.redis.command("GET", f"quaver:{ns}:{k}")
+        want = _unstored(quaver.redis.command("GET", f"quaver:{ns}:{k}"))
         for _ in range(2):     # the second read is a local hit when the first came from Redis
             g = _get(mdp, pb, ns, k)
             got = g.value if g.found else None

@@ -10,7 +10,7 @@
  *   compress  `-` or `off` (never), or a size (1k, 512, 2m): values at least that large are
  *             compressed (default off)
  * Spaces around fields are ignored. Example (the built-in default, from the seeds):
- *   room_state:30s:high:lru:-, track_queue:60s:high:lru:-, user_data:10m:medium:lru:1k, ...
+ *   room_state:30s:high:s3fifo:-, track_queue:60s:high:s3fifo:-, user_data:10m:medium:wtinylfu:1k, ...
  * A bad spec fails the parse with a message naming the entry and what is wrong with it. */
 #ifndef CACHE_NAMESPACE_H
 #define CACHE_NAMESPACE_H
@@ -33,10 +33,12 @@ typedef struct {
 
 typedef struct cache_namespaces_t cache_namespaces_t;
 
-/* The seeds' six namespaces (issue 3). */
+/* The seeds' six namespaces (issue 3). The policies are the trace replays' recommendations:
+ * docs/BENCHMARKS.md, "Cache hit rates (tools/cachesim)", says why each was chosen. */
 #define CACHE_NAMESPACES_DEFAULT \
-    "room_state:30s:high:lru:-, track_queue:60s:high:lru:-, user_data:10m:medium:lru:1k, " \
-    "file_metadata:1h:low:lru:1k, api_response:2m:medium:lru:1k, db_query:3m:high:lru:1k"
+    "room_state:30s:high:s3fifo:-, track_queue:60s:high:s3fifo:-, " \
+    "user_data:10m:medium:wtinylfu:1k, file_metadata:1h:low:wtinylfu:1k, " \
+    "api_response:2m:medium:s3fifo:1k, db_query:3m:high:wtinylfu:1k"
 
 /* Parses spec. default_ttl_ms is what `default` in the ttl field means. Returns NULL and a
  * message in err on a bad spec. Caller owns the result (cache_namespaces_destroy). */

@@ -6,6 +6,7 @@
 #include "cache_server.h"
 #include "cache_namespace.h"
 #include "cache_tracking.h"
+#include "cache_codec.h"
 #include "quaver/v1/cache.pb-c.h"
 #include <time.h>
 #include <stdio.h>
@@ -21,10 +22,20 @@
 static int64_t s_fake_now;
 static int64_t s_fake_clock(void *ctx) { (void) ctx; return s_fake_now; }
 
+/* A store with one namespace "t" of the given policy (NULL = lru), for the tests of the
+ * store's own behaviour. NULL when the policy is unknown. */
+static cache_store_t *s_new_store(size_t max_e, size_t max_b, const char *policy)
+{
+    cache_store_t *s = cache_store_new(max_e, max_b);
+    if (s && cache_store_add_namespace(s, "t", policy, CACHE_STORE_PRIO_MEDIUM) != 0)
+        cache_store_destroy(&s);
+    return s;
+}
+
 static int s_has(cache_store_t *s, const char *k)
 {
     uint8_t *v = NULL; size_t n = 0;
-    int rc = cache_store_get(s, k, &v, &n, NULL);
+    int rc = cache_store_ns_get(s, "t", k, &v, &n, NULL);
     free(v);
     return rc == 1;
 }
@@ -34,7 +45,7 @@ static int s_has(cache_store_t *s, const char *k)
 static int s_store_bounds(void)
 {
     const size_t max_e = 50, max_b = 4000;
-    cache_store_t *s = cache_store_new(max_e, max_b, "lru");
+    cache_store_t *s = s_new_store(max_e, max_b, "lru");
     CHECK(s);
     srand(42);
     static uint8_t buf[5000];
@@ -44,12 +55,12 @@ static int s_store_bounds(void)
         int op = rand() % 10;
         if (op < 6) {
             size_t len = (size_t) (rand() % 10 == 0 ? rand() % 4500 : rand() % 200);
-            int rc = cache_store_set(s, key, buf, len, rand() % 3 ? 0 : 1000);
+            int rc = cache_store_ns_set(s, "t", key, buf, len, rand() % 3 ? 0 : 1000);
             CHECK(rc == 0 || strlen(key) + len > max_b);
         } else if (op < 9) {
             (void) s_has(s, key);
         } else {
-            (void) cache_store_delete(s, key);
+            (void) cache_store_ns_delete(s, "t", key);
         }
         cache_store_stats_t st;
         cache_store_stats(s, &st);
@@ -69,8 +80,8 @@ static int s_store_bounds(void)
     cache_store_stats(s, &st);
     CHECK(found == st.entries);
     /* An entry bigger than the whole tier is refused and leaves no stale older value. */
-    CHECK(cache_store_set(s, "big", buf, 10, 0) == 0);
-    CHECK(cache_store_set(s, "big", buf, max_b, 0) == -1);
+    CHECK(cache_store_ns_set(s, "t", "big", buf, 10, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "big", buf, max_b, 0) == -1);
     CHECK(!s_has(s, "big"));
     cache_store_destroy(&s);
     CHECK(s == NULL);
@@ -80,28 +91,28 @@ static int s_store_bounds(void)
 
 static int s_store_lru(void)
 {
-    cache_store_t *s = cache_store_new(3, 1 << 20, NULL);
+    cache_store_t *s = s_new_store(3, 1 << 20, NULL);
     CHECK(s);
-    CHECK(cache_store_set(s, "a", "1", 1, 0) == 0);
-    CHECK(cache_store_set(s, "b", "2", 1, 0) == 0);
-    CHECK(cache_store_set(s, "c", "3", 1, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "a", "1", 1, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "b", "2", 1, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "c", "3", 1, 0) == 0);
     CHECK(s_has(s, "a"));                          /* a is now the most recent */
-    CHECK(cache_store_set(s, "d", "4", 1, 0) == 0); /* evicts b, the least recent */
+    CHECK(cache_store_ns_set(s, "t", "d", "4", 1, 0) == 0); /* evicts b, the least recent */
     CHECK(!s_has(s, "b"));
     CHECK(s_has(s, "a") && s_has(s, "c") && s_has(s, "d"));
-    CHECK(cache_store_set(s, "c", "33", 2, 0) == 0); /* an overwrite counts as a use */
-    CHECK(cache_store_set(s, "e", "5", 1, 0) == 0);  /* evicts a (order now: e c d a) */
+    CHECK(cache_store_ns_set(s, "t", "c", "33", 2, 0) == 0); /* an overwrite counts as a use */
+    CHECK(cache_store_ns_set(s, "t", "e", "5", 1, 0) == 0);  /* evicts a (order now: e c d a) */
     CHECK(!s_has(s, "a"));
     uint8_t *v = NULL; size_t n = 0;
-    CHECK(cache_store_get(s, "c", &v, &n, NULL) == 1 && n == 2 && memcmp(v, "33", 2) == 0);
+    CHECK(cache_store_ns_get(s, "t", "c", &v, &n, NULL) == 1 && n == 2 && memcmp(v, "33", 2) == 0);
     free(v);
     /* Byte bound: a large value pushes out the least recent until it fits. */
     cache_store_destroy(&s);
-    s = cache_store_new(100, 30, NULL);
-    CHECK(cache_store_set(s, "x", "0123456789", 10, 0) == 0);  /* 11 bytes */
-    CHECK(cache_store_set(s, "y", "0123456789", 10, 0) == 0);  /* 22 */
+    s = s_new_store(100, 30, NULL);
+    CHECK(cache_store_ns_set(s, "t", "x", "0123456789", 10, 0) == 0);  /* 11 bytes */
+    CHECK(cache_store_ns_set(s, "t", "y", "0123456789", 10, 0) == 0);  /* 22 */
     CHECK(s_has(s, "x"));                                       /* y is now the least recent */
-    CHECK(cache_store_set(s, "z", "0123456789", 10, 0) == 0);  /* 33 > 30: y goes */
+    CHECK(cache_store_ns_set(s, "t", "z", "0123456789", 10, 0) == 0);  /* 33 > 30: y goes */
     CHECK(!s_has(s, "y") && s_has(s, "x") && s_has(s, "z"));
     cache_store_stats_t st;
     cache_store_stats(s, &st);
@@ -112,21 +123,21 @@ static int s_store_lru(void)
 
 static int s_store_ttl(void)
 {
-    cache_store_t *s = cache_store_new(100, 1 << 20, "lru");
+    cache_store_t *s = s_new_store(100, 1 << 20, "lru");
     CHECK(s);
     cache_store_set_clock(s, s_fake_clock, NULL);
     s_fake_now = 1000;
-    CHECK(cache_store_set(s, "short", "v", 1, 100) == 0);
-    CHECK(cache_store_set(s, "long", "v", 1, 10000) == 0);
-    CHECK(cache_store_set(s, "never", "v", 1, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "short", "v", 1, 100) == 0);
+    CHECK(cache_store_ns_set(s, "t", "long", "v", 1, 10000) == 0);
+    CHECK(cache_store_ns_set(s, "t", "never", "v", 1, 0) == 0);
     uint8_t *v = NULL; size_t n = 0; int64_t left = 0;
-    CHECK(cache_store_get(s, "short", &v, &n, &left) == 1 && left == 100);
+    CHECK(cache_store_ns_get(s, "t", "short", &v, &n, &left) == 1 && left == 100);
     free(v);
     s_fake_now = 1099;
     CHECK(s_has(s, "short"));
     s_fake_now = 1100;                      /* expiry is exclusive: at expires_ms it is gone */
     CHECK(!s_has(s, "short"));
-    CHECK(cache_store_get(s, "never", &v, &n, &left) == 1 && left == -1);
+    CHECK(cache_store_ns_get(s, "t", "never", &v, &n, &left) == 1 && left == -1);
     free(v);
     cache_store_stats_t st;
     cache_store_stats(s, &st);
@@ -138,32 +149,32 @@ static int s_store_ttl(void)
     CHECK(st.entries == 1 && st.expirations == 2);
     CHECK(s_has(s, "never"));
     /* Deleting an expired entry reports nothing removed. */
-    CHECK(cache_store_set(s, "t", "v", 1, 5) == 0);
+    CHECK(cache_store_ns_set(s, "t", "t", "v", 1, 5) == 0);
     s_fake_now += 10;
-    CHECK(cache_store_delete(s, "t") == 0);
+    CHECK(cache_store_ns_delete(s, "t", "t") == 0);
     cache_store_destroy(&s);
     return 0;
 }
 
 static int s_store_prefix(void)
 {
-    cache_store_t *s = cache_store_new(1000, 1 << 20, "lru");
+    cache_store_t *s = s_new_store(1000, 1 << 20, "lru");
     CHECK(s);
     char key[64];
     for (int i = 0; i < 300; i++) {
         snprintf(key, sizeof key, "quaver:%s:item:%d", i % 3 == 0 ? "rooms" : "users", i);
-        CHECK(cache_store_set(s, key, "v", 1, 0) == 0);
+        CHECK(cache_store_ns_set(s, "t", key, "v", 1, 0) == 0);
     }
-    CHECK(cache_store_set(s, "quaver:rooms_x:item:1", "v", 1, 0) == 0);
-    CHECK(cache_store_delete_prefix(s, "quaver:rooms:") == 100);
+    CHECK(cache_store_ns_set(s, "t", "quaver:rooms_x:item:1", "v", 1, 0) == 0);
+    CHECK(cache_store_ns_delete_prefix(s, "t", "quaver:rooms:") == 100);
     CHECK(!s_has(s, "quaver:rooms:item:0"));
     CHECK(s_has(s, "quaver:rooms_x:item:1"));
     CHECK(s_has(s, "quaver:users:item:1"));
-    CHECK(cache_store_delete_prefix(s, "quaver:users:item:1") == 1 + 7 + 67); /* 1, 1x, 1xx */
+    CHECK(cache_store_ns_delete_prefix(s, "t", "quaver:users:item:1") == 1 + 7 + 67); /* 1, 1x, 1xx */
     cache_store_stats_t st;
     cache_store_stats(s, &st);
     CHECK(st.entries == 300 - 100 - 75 + 1);
-    CHECK(cache_store_delete_prefix(s, "") == st.entries);
+    CHECK(cache_store_ns_delete_prefix(s, "t", "") == (int64_t) st.entries);
     cache_store_stats(s, &st);
     CHECK(st.entries == 0 && st.bytes == 0);
     cache_store_destroy(&s);
@@ -172,19 +183,19 @@ static int s_store_prefix(void)
 
 static int s_store_overwrite(void)
 {
-    cache_store_t *s = cache_store_new(10, 100, "lru");
+    cache_store_t *s = s_new_store(10, 100, "lru");
     CHECK(s);
-    CHECK(cache_store_new(10, 100, "nope") == NULL);
-    CHECK(cache_store_set(s, "k", "aaaa", 4, 0) == 0);
-    CHECK(cache_store_set(s, "k", "bb", 2, 0) == 0);
+    CHECK(s_new_store(10, 100, "nope") == NULL);
+    CHECK(cache_store_ns_set(s, "t", "k", "aaaa", 4, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "k", "bb", 2, 0) == 0);
     cache_store_stats_t st;
     cache_store_stats(s, &st);
     CHECK(st.entries == 1 && st.bytes == 3);
-    CHECK(cache_store_set(s, "empty", "", 0, 0) == 0);
+    CHECK(cache_store_ns_set(s, "t", "empty", "", 0, 0) == 0);
     uint8_t *v = NULL; size_t n = 9;
-    CHECK(cache_store_get(s, "empty", &v, &n, NULL) == 1 && v && n == 0);
+    CHECK(cache_store_ns_get(s, "t", "empty", &v, &n, NULL) == 1 && v && n == 0);
     free(v);
-    CHECK(cache_store_delete(s, "k") == 1 && cache_store_delete(s, "k") == 0);
+    CHECK(cache_store_ns_delete(s, "t", "k") == 1 && cache_store_ns_delete(s, "t", "k") == 0);
     cache_store_clear(s);
     cache_store_stats(s, &st);
     CHECK(st.entries == 0 && st.bytes == 0);
@@ -420,7 +431,7 @@ static int s_policy_wtinylfu(void)
 static int s_store_bounds_ns(void)
 {
     const size_t max_e = 60, max_b = 5000;
-    cache_store_t *s = cache_store_new(max_e, max_b, "s3fifo");
+    cache_store_t *s = cache_store_new(max_e, max_b);
     CHECK(s);
     cache_store_set_clock(s, s_fake_clock, NULL);
     s_fake_now = 1;
@@ -456,15 +467,15 @@ static int s_store_bounds_ns(void)
     cache_store_stats_t st;
     cache_store_stats(s, &st);
     uint64_t sum_e = 0, sum_b = 0, found = 0;
-    CHECK(cache_store_ns_count(s) == 7);
-    for (size_t i = 0; i < 7; i++) {
+    CHECK(cache_store_ns_count(s) == 6);
+    for (size_t i = 0; i < 6; i++) {
         cache_store_ns_stats_t ns_st;
         CHECK(cache_store_ns_stats_at(s, i, &ns_st) == 0);
         sum_e += ns_st.entries;
         sum_b += ns_st.bytes;
-        if (i > 0) CHECK(ns_st.hits > 0 && ns_st.misses > 0);
+        CHECK(ns_st.hits > 0 && ns_st.misses > 0);
     }
-    CHECK(cache_store_ns_stats_at(s, 7, &(cache_store_ns_stats_t){ 0 }) == -1);
+    CHECK(cache_store_ns_stats_at(s, 6, &(cache_store_ns_stats_t){ 0 }) == -1);
     CHECK(sum_e == st.entries && sum_b == st.bytes && st.evictions > 0 && st.expirations > 0);
     s_fake_now += 1000;   /* everything with a TTL has expired: count what is left */
     for (int n = 0; n < 6; n++)
@@ -491,7 +502,7 @@ static int s_has_ns(cache_store_t *s, const char *ns, const char *k)
 
 static int s_store_namespaces(void)
 {
-    cache_store_t *s = cache_store_new(100, 1 << 20, "lru");
+    cache_store_t *s = cache_store_new(100, 1 << 20);
     CHECK(s);
     CHECK(cache_store_add_namespace(s, "rooms", "wtinylfu", CACHE_STORE_PRIO_HIGH) == 0);
     CHECK(cache_store_add_namespace(s, "users", NULL, CACHE_STORE_PRIO_MEDIUM) == 0);
@@ -511,7 +522,6 @@ static int s_store_namespaces(void)
     free(v);
     CHECK(cache_store_ns_get(s, "rooms", "k", &v, &n, NULL) == 1 && n == 1 && v[0] == 'r');
     free(v);
-    CHECK(!s_has(s, "k"));                       /* nor is it in the unnamed namespace */
     /* Unknown namespaces fail cleanly and change nothing. */
     CHECK(cache_store_ns_set(s, "nope", "k", "v", 1, 0) == CACHE_STORE_NO_NS);
     CHECK(cache_store_ns_get(s, "nope", "k", &v, &n, NULL) == CACHE_STORE_NO_NS);
@@ -552,7 +562,7 @@ static int s_ev(cache_store_t *s, const char *ns, cache_store_evict_cause_t c)
 
 static int s_store_priority(void)
 {
-    cache_store_t *s = cache_store_new(10, 1 << 20, "lru");
+    cache_store_t *s = cache_store_new(10, 1 << 20);
     CHECK(s);
     CHECK(cache_store_add_namespace(s, "lo", "lru", CACHE_STORE_PRIO_LOW) == 0);
     CHECK(cache_store_add_namespace(s, "mid", "lfu", CACHE_STORE_PRIO_MEDIUM) == 0);
@@ -593,7 +603,7 @@ static int s_store_priority(void)
     cache_store_destroy(&s);
     /* The byte bound: the cause says which bound made room. Within one priority the
      * namespace holding the most bytes gives first. */
-    s = cache_store_new(100, 100, "lru");
+    s = cache_store_new(100, 100);
     CHECK(s);
     CHECK(cache_store_add_namespace(s, "big", "fifo", CACHE_STORE_PRIO_MEDIUM) == 0);
     CHECK(cache_store_add_namespace(s, "small", "fifo", CACHE_STORE_PRIO_MEDIUM) == 0);
@@ -613,7 +623,7 @@ static int s_store_priority(void)
 
 static int s_store_ns_ttl(void)
 {
-    cache_store_t *s = cache_store_new(3, 1 << 20, "lru");
+    cache_store_t *s = cache_store_new(3, 1 << 20);
     CHECK(s);
     cache_store_set_clock(s, s_fake_clock, NULL);
     s_fake_now = 5000;
@@ -848,14 +858,15 @@ static int s_set_kv(cache_app_t *app, const char *k, const char *v)
     return s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err);
 }
 
+static int s_redis_cli_line(int port, const char *line);
+
 static int s_redis_live_body(cache_app_t *app, int port)
 {
     char tier[16], val[64], cmd[256];
     CHECK(s_set_kv(app, "a", "1") == 200);
     CHECK(s_get_tier(app, "a", tier, val) == 1 && strcmp(tier, "local") == 0);
     /* Written by someone else: found in Redis, then kept locally. */
-    snprintf(cmd, sizeof cmd, "redis-cli -p %d set quaver:t:b two PX 60000 >/dev/null", port);
-    CHECK(system(cmd) == 0);
+    CHECK(s_redis_cli_line(port, "set quaver:t:b \"\\x00two\" PX 60000") == 0);
     CHECK(s_get_tier(app, "b", tier, val) == 1 && strcmp(tier, "redis") == 0 && !strcmp(val, "two"));
     CHECK(s_get_tier(app, "b", tier, val) == 1 && strcmp(tier, "local") == 0);
     /* Prefix with glob characters only removes the literal prefix. */
@@ -889,9 +900,9 @@ static int s_redis_live_body(cache_app_t *app, int port)
      * must win (the key is unlinked on reconnect) and the local tier is flushed. */
     CHECK(s_sh(S_REDIS_START, port) == 0);
     usleep(200000);
-    snprintf(cmd, sizeof cmd, "redis-cli -p %d mset quaver:t:c old quaver:t:d old "
-             "quaver:t:room:1 old quaver:t:room:2 old quaver:t:other old >/dev/null", port);
-    CHECK(system(cmd) == 0);
+    CHECK(s_redis_cli_line(port, "mset quaver:t:c \"\\x00old\" quaver:t:d \"\\x00old\" "
+                           "quaver:t:room:1 \"\\x00old\" quaver:t:room:2 \"\\x00old\" "
+                           "quaver:t:other \"\\x00old\"") == 0);
     for (int i = 0; i < 60 && !cache_redis_up_for_test(app); i++) { cache_app_tick(app); usleep(100000); }
     CHECK(cache_redis_up_for_test(app));
     CHECK(s_get_tier(app, "c", tier, val) == 0);   /* not "old" */
@@ -950,7 +961,14 @@ static int s_namespace_table(void)
     n = cache_namespaces_find(t, "user_data");
     CHECK(n && n->ttl_ms == 600000 && n->priority == CACHE_PRIO_MEDIUM && n->compress_min == 1024);
     n = cache_namespaces_find(t, "file_metadata");
-    CHECK(n && n->ttl_ms == 3600000 && n->priority == CACHE_PRIO_LOW && !strcmp(n->policy, "lru"));
+    CHECK(n && n->ttl_ms == 3600000 && n->priority == CACHE_PRIO_LOW
+          && !strcmp(n->policy, "wtinylfu"));
+    /* The benchmark's recommendations (docs/BENCHMARKS.md). */
+    CHECK(!strcmp(cache_namespaces_find(t, "room_state")->policy, "s3fifo"));
+    CHECK(!strcmp(cache_namespaces_find(t, "track_queue")->policy, "s3fifo"));
+    CHECK(!strcmp(cache_namespaces_find(t, "user_data")->policy, "wtinylfu"));
+    CHECK(!strcmp(cache_namespaces_find(t, "api_response")->policy, "s3fifo"));
+    CHECK(!strcmp(cache_namespaces_find(t, "db_query")->policy, "wtinylfu"));
     n = cache_namespaces_find(t, "db_query");
     CHECK(n && n->ttl_ms == 180000 && n->priority == CACHE_PRIO_HIGH && n->index == 5);
     CHECK(!cache_namespaces_find(t, "nope") && !cache_namespaces_find(t, ""));
@@ -1133,6 +1151,193 @@ static int s_server_methods(void)
     return 0;
 }
 
+/* One stat of the Stats reply, or -1 when absent. */
+static double s_stat_of(cache_app_t *app, const char *name)
+{
+    Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
+    uint8_t *p = NULL; size_t pl = 0;
+    char err[256];
+    double v = -1;
+    if (s_call(app, "Stats", &e.base, &p, &pl, err, sizeof err) == 200) {
+        Quaver__V1__StatsReply *sr = quaver__v1__stats_reply__unpack(NULL, pl, p);
+        for (size_t i = 0; sr && i < sr->n_stats; i++)
+            if (!strcmp(sr->stats[i]->name, name)) v = sr->stats[i]->value;
+        quaver__v1__stats_reply__free_unpacked(sr, NULL);
+    }
+    free(p);
+    return v;
+}
+
+/* The server on the namespace-aware store: namespaces are separate, priorities decide who
+ * gives room, an invalidation names (ns, key) through the Redis key, and InvalidatePattern's
+ * local side removes exactly what the glob matches. */
+static int s_server_wiring(void)
+{
+    cache_cfg_t cfg = s_cfg();
+    cfg.local_max_entries = 4;
+    cfg.namespaces = "hi:5m:high:s3fifo, lo:5m:low:wtinylfu, t:5m:medium";
+    cache_app_t *app = cache_app_new(&cfg, NULL);
+    CHECK(app);
+    char err[256];
+    int st = 0;
+    /* A Set in one namespace does not show in another. */
+    CHECK(s_set_ns(app, "t", "k", "v") == 200);
+    CHECK(s_found_ns(app, "t", "k") == 1 && s_found_ns(app, "hi", "k") == 0
+          && s_found_ns(app, "lo", "k") == 0);
+    CHECK(s_stat_of(app, "ns.t.entries") == 1 && s_stat_of(app, "ns.t.bytes") == 3);  /* k, 0, v */
+    CHECK(s_stat_of(app, "ns.hi.entries") == 0);
+    /* Priority: with 4 entries in all, "hi" takes its room from "lo" and then from "t". */
+    CHECK(s_set_ns(app, "lo", "a", "1") == 200 && s_set_ns(app, "lo", "b", "2") == 200);
+    CHECK(s_stat_of(app, "ns.lo.entries") == 2);
+    CHECK(s_set_ns(app, "hi", "x", "1") == 200 && s_set_ns(app, "hi", "y", "2") == 200);
+    CHECK(s_set_ns(app, "hi", "z", "3") == 200);
+    CHECK(s_stat_of(app, "ns.lo.entries") == 0 && s_stat_of(app, "ns.lo.evictions_priority") == 2);
+    CHECK(s_stat_of(app, "ns.t.entries") == 1 && s_stat_of(app, "ns.hi.entries") == 3);
+    CHECK(s_set_ns(app, "hi", "w", "4") == 200);
+    CHECK(s_stat_of(app, "ns.t.entries") == 0 && s_stat_of(app, "ns.t.evictions_priority") == 1);
+    CHECK(s_found_ns(app, "hi", "x") == 1 && s_found_ns(app, "hi", "w") == 1);
+    CHECK(s_stat_of(app, "ns.hi.evictions_capacity_entries") == 0);
+    CHECK(s_set_ns(app, "hi", "v", "5") == 200);   /* now hi gives room to itself */
+    CHECK(s_stat_of(app, "ns.hi.evictions_capacity_entries") == 1);
+    /* Empty "hi": with 4 entries in all, "t" would otherwise give its own room below. */
+    Quaver__V1__CacheClearRequest cl = QUAVER__V1__CACHE_CLEAR_REQUEST__INIT;
+    cl.namespace_ = "hi";
+    s_admin = true;
+    CHECK(s_removed(app, "Clear", &cl.base, &st, err, sizeof err) == 4 && st == 200);
+    s_admin = false;
+    CHECK(s_stat_of(app, "ns.hi.entries") == 0);
+    /* The invalidation key mapping. */
+    char ns[CACHE_NS_NAME_MAX + 1];
+    const char *k = NULL;
+    size_t kl = 0;
+    CHECK(cache_server_split_key("quaver:hi:a:b", 13, ns, sizeof ns, &k, &kl) == 0);
+    CHECK(!strcmp(ns, "hi") && kl == 3 && !memcmp(k, "a:b", 3));
+    CHECK(cache_server_split_key("quaver:hi:", 10, ns, sizeof ns, &k, &kl) == 0 && kl == 0);
+    CHECK(cache_server_split_key("quaver:hi:a", 9, ns, sizeof ns, &k, &kl) == -1);  /* "quaver:h" */
+    CHECK(cache_server_split_key("quaver::a", 9, ns, sizeof ns, &k, &kl) == -1);
+    CHECK(cache_server_split_key("quaver:hi", 9, ns, sizeof ns, &k, &kl) == -1);
+    CHECK(cache_server_split_key("quavex:hi:a", 11, ns, sizeof ns, &k, &kl) == -1);
+    CHECK(cache_server_split_key("quaver:hi:a", 11, ns, 2, &k, &kl) == -1);
+    CHECK(s_set_ns(app, "t", "a:b", "1") == 200 && s_set_ns(app, "hi", "a:b", "2") == 200);
+    CHECK(s_found_ns(app, "t", "a:b") == 1 && s_found_ns(app, "hi", "a:b") == 1);
+    cache_app_on_inval_key(app, "quaver:nope:a:b", 15);        /* not ours: ignored */
+    cache_app_on_inval_key(app, "quaver:t:a:bXYZ", 12);        /* len counts, not the NUL */
+    CHECK(s_found_ns(app, "t", "a:b") == 0 && s_found_ns(app, "hi", "a:b") == 1);
+    cache_app_on_inval_key(app, "quaver:hi:a:b", 13);
+    CHECK(s_found_ns(app, "hi", "a:b") == 0);
+    /* InvalidatePattern's local side is exact: "room:1x" shares the literal prefix but does
+     * not match "room:?", and stays a local hit. */
+    CHECK(s_set_ns(app, "t", "room:1", "a") == 200 && s_set_ns(app, "t", "room:1x", "b") == 200);
+    Quaver__V1__CachePatternRequest pat = QUAVER__V1__CACHE_PATTERN_REQUEST__INIT;
+    pat.namespace_ = "t"; pat.pattern = "room:?";
+    CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == 1 && st == 200);
+    CHECK(s_found_ns(app, "t", "room:1") == 0 && s_found_ns(app, "t", "room:1x") == 1);
+    cache_app_destroy(&app);
+    return 0;
+}
+
+/* The stored form: raw and zlib round trips, the threshold, and every kind of bad input
+ * refused without a crash. */
+static int s_codec(void)
+{
+    uint8_t *e = NULL, *d = NULL;
+    size_t el = 0, dl = 0;
+    int z = -1;
+    CHECK(cache_codec_encode("hello", 5, 0, &e, &el, &z) == 0 && z == 0 && el == 6 && e[0] == 0);
+    CHECK(cache_codec_decode(e, el, 100, &d, &dl) == 0 && dl == 5 && !memcmp(d, "hello", 5));
+    free(e); free(d);
+    CHECK(cache_codec_encode("", 0, 1, &e, &el, &z) == 0 && z == 0 && el == 1);
+    CHECK(cache_codec_decode(e, el, 100, &d, &dl) == 0 && d && dl == 0);
+    free(e); free(d);
+    static uint8_t big[4000], rnd[2000];
+    memset(big, 'a', sizeof big);
+    srand(3);
+    for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (uint8_t) rand();
+    CHECK(cache_codec_encode(big, 1000, 1024, &e, &el, &z) == 0 && z == 0 && el == 1001);
+    free(e);
+    CHECK(cache_codec_encode(big, sizeof big, 1024, &e, &el, &z) == 0 && z == 1 && el < 100);
+    CHECK(e[0] == 1 && e[3] == (4000 >> 8) && e[4] == (4000 & 0xff));
+    CHECK(cache_codec_decode(e, el, sizeof big, &d, &dl) == 0 && dl == sizeof big);
+    CHECK(!memcmp(d, big, sizeof big));
+    free(d);
+    /* Corrupt: over the caller's limit, truncated, a flipped byte, a wrong declared length. */
+    CHECK(cache_codec_decode(e, el, sizeof big - 1, &d, &dl) == -1);
+    CHECK(cache_codec_decode(e, el - 1, sizeof big, &d, &dl) == -1);
+    CHECK(cache_codec_decode(e, 6, sizeof big, &d, &dl) == -1);
+    e[el / 2] ^= 0x55;
+    CHECK(cache_codec_decode(e, el, sizeof big, &d, &dl) == -1);
+    e[el / 2] ^= 0x55;
+    e[4]--;                                 /* declares one byte less than the stream holds */
+    CHECK(cache_codec_decode(e, el, sizeof big, &d, &dl) == -1);
+    e[4] += 2;                              /* one byte more */
+    CHECK(cache_codec_decode(e, el, sizeof big, &d, &dl) == -1);
+    free(e);
+    /* Incompressible: stored raw even above the threshold. */
+    CHECK(cache_codec_encode(rnd, sizeof rnd, 1024, &e, &el, &z) == 0 && z == 0 && el == 2001);
+    free(e);
+    const uint8_t bad1[] = { 0x02, 'x' }, bad2[] = { 0x01, 0, 0, 0 }, bad3[] = { 'v', '2' };
+    CHECK(cache_codec_decode(bad1, 0, 100, &d, &dl) == -1);
+    CHECK(cache_codec_decode(bad1, sizeof bad1, 100, &d, &dl) == -1);
+    CHECK(cache_codec_decode(bad2, sizeof bad2, 100, &d, &dl) == -1);
+    CHECK(cache_codec_decode(bad3, sizeof bad3, 100, &d, &dl) == -1);
+    return 0;
+}
+
+/* Through the server: a value over its namespace's threshold is stored compressed in the
+ * local tier and read back whole; the ratio is a stat; a corrupt stored value is a miss and
+ * is removed, never a crash. */
+static int s_server_compression(void)
+{
+    cache_cfg_t cfg = s_cfg();
+    cfg.max_value_bytes = 1 << 20;
+    cache_app_t *app = cache_app_new(&cfg, NULL);
+    CHECK(app);
+    static char big[4001];
+    memset(big, 'q', 4000);
+    CHECK(s_set_ns(app, "t", "big", big) == 200);      /* t compresses from 1k */
+    CHECK(s_set_ns(app, "rooms", "big", big) == 200);  /* rooms does not compress */
+    Quaver__V1__CacheKey key = QUAVER__V1__CACHE_KEY__INIT;
+    key.namespace_ = "t"; key.key = "big";
+    uint8_t *p = NULL; size_t pl = 0;
+    char err[256];
+    CHECK(s_call(app, "Get", &key.base, &p, &pl, err, sizeof err) == 200);
+    Quaver__V1__CacheGetReply *g = quaver__v1__cache_get_reply__unpack(NULL, pl, p);
+    free(p);
+    CHECK(g && g->found && !strcmp(g->tier, "local") && g->value.len == 4000);
+    CHECK(!memcmp(g->value.data, big, 4000));
+    quaver__v1__cache_get_reply__free_unpacked(g, NULL);
+    CHECK(s_stat_of(app, "ns.t.values_compressed") == 1);
+    CHECK(s_stat_of(app, "ns.t.compression_ratio") > 10);
+    CHECK(s_stat_of(app, "ns.t.bytes") < 100);
+    CHECK(s_stat_of(app, "ns.rooms.values_compressed") == 0);
+    CHECK(s_stat_of(app, "ns.rooms.compression_ratio") < 1.0);   /* 4000 / 4001 */
+    CHECK(s_stat_of(app, "ns.rooms.bytes") == 3 + 4001);
+    /* Corrupt values in the local tier (only a bug could put them there): a miss, removed. */
+    cache_store_t *store = cache_app_store(app);
+    const uint8_t junk[] = { 0x01, 0, 0, 0, 9, 'j', 'u', 'n', 'k' }, nohdr[] = { 'x' };
+    CHECK(cache_store_ns_set(store, "t", "j", junk, sizeof junk, 0) == 0);
+    CHECK(cache_store_ns_set(store, "t", "h", nohdr, sizeof nohdr, 0) == 0);
+    CHECK(cache_store_ns_set(store, "t", "ok", "\0fine", 5, 0) == 0);
+    CHECK(s_found_ns(app, "t", "j") == 0 && s_found_ns(app, "t", "h") == 0);
+    CHECK(s_found_ns(app, "t", "ok") == 1);
+    CHECK(s_stat_of(app, "ns.t.corrupt_values") == 2);
+    CHECK(s_stat_of(app, "ns.t.entries") == 2);   /* big and ok */
+    Quaver__V1__CacheMGetRequest mg = QUAVER__V1__CACHE_MGET_REQUEST__INIT;
+    char *keys[] = { "ok", "j", "big" };
+    CHECK(cache_store_ns_set(store, "t", "j", junk, sizeof junk, 0) == 0);
+    mg.namespace_ = "t"; mg.keys = keys; mg.n_keys = 3;
+    CHECK(s_call(app, "MGet", &mg.base, &p, &pl, err, sizeof err) == 200);
+    Quaver__V1__CacheMGetReply *mr = quaver__v1__cache_mget_reply__unpack(NULL, pl, p);
+    free(p);
+    CHECK(mr && mr->n_values == 3 && mr->values[0]->found && !mr->values[1]->found);
+    CHECK(mr->values[0]->value.len == 4 && !memcmp(mr->values[0]->value.data, "fine", 4));
+    CHECK(mr->values[2]->found && mr->values[2]->value.len == 4000);
+    quaver__v1__cache_mget_reply__free_unpacked(mr, NULL);
+    CHECK(s_stat_of(app, "ns.t.corrupt_values") == 3);
+    cache_app_destroy(&app);
+    return 0;
+}
+
 /* Version rules on their own: a reply whose key was bumped or flushed after its ticket is
  * not committed. */
 static void s_mark(void *ctx) { (*(int *) ctx)++; }
@@ -1167,6 +1372,16 @@ static int s_redis_cli(int port, const char *args)
     return system(cmd);
 }
 
+/* One command line read by redis-cli from stdin, where "\x00" in double quotes is a byte:
+ * what another client writes must carry the codec's header (cache_codec.h). */
+static int s_redis_cli_line(int port, const char *line)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "printf '%%s\\n' '%s' | redis-cli -p %d >/dev/null 2>&1", line,
+             port);
+    return system(cmd);
+}
+
 /* Polls Get until it returns want (or a miss when want is NULL); returns the ms it took or
  * -1 after 3 s. Never accepts a value other than want or the old one. */
 static int64_t s_wait_value(cache_app_t *app, const char *k, const char *want, const char *old)
@@ -1194,7 +1409,7 @@ static int s_redis_coherence_body(cache_app_t *app, int port)
     CHECK(s_set_kv(app, "a", "one") == 200);
     CHECK(s_get_tier(app, "a", tier, val) == 1 && !strcmp(tier, "local") && !strcmp(val, "one"));
     /* Changed by another client: gone from the local tier within 100 ms. */
-    CHECK(s_redis_cli(port, "set quaver:t:a two") == 0);
+    CHECK(s_redis_cli_line(port, "set quaver:t:a \"\\x00two\"") == 0);
     int64_t ms = s_wait_value(app, "a", "two", "one");
     printf("redis_coherence: external SET seen after %lld ms\n", (long long) ms);
     CHECK(ms >= 0 && ms < 100);
@@ -1211,16 +1426,16 @@ static int s_redis_coherence_body(cache_app_t *app, int port)
     CHECK(s_set_kv(app, "c", "old") == 200);
     CHECK(s_get_tier(app, "c", tier, val) == 1 && !strcmp(tier, "local"));
     CHECK(s_redis_cli(port, "client kill type pubsub") == 0);
-    CHECK(s_redis_cli(port, "set quaver:t:c new") == 0);
+    CHECK(s_redis_cli_line(port, "set quaver:t:c \"\\x00new\"") == 0);
     for (int i = 0; i < 60 && !cache_redis_up_for_test(app); i++) { cache_app_tick(app); usleep(50000); }
     for (int i = 0; i < 20; i++) { cache_app_tick(app); usleep(50000); }
     CHECK(cache_redis_up_for_test(app));
     CHECK(s_wait_value(app, "c", "new", "old") >= 0);
     /* And invalidations flow again on the new connection. */
-    CHECK(s_redis_cli(port, "set quaver:t:c newer") == 0);
+    CHECK(s_redis_cli_line(port, "set quaver:t:c \"\\x00newer\"") == 0);
     CHECK(s_wait_value(app, "c", "newer", "new") >= 0);
     /* MGet through Redis: found ones from Redis, in order, with one round trip. */
-    CHECK(s_redis_cli(port, "mset quaver:t:m1 1 quaver:t:m2 2") == 0);
+    CHECK(s_redis_cli_line(port, "mset quaver:t:m1 \"\\x001\" quaver:t:m2 \"\\x002\"") == 0);
     Quaver__V1__CacheMGetRequest mg = QUAVER__V1__CACHE_MGET_REQUEST__INIT;
     char *keys[] = { "m1", "m0", "m2" };
     mg.namespace_ = "t"; mg.keys = keys; mg.n_keys = 3;
@@ -1234,13 +1449,22 @@ static int s_redis_coherence_body(cache_app_t *app, int port)
     quaver__v1__cache_mget_reply__free_unpacked(mr, NULL);
     CHECK(s_get_tier(app, "m1", tier, val) == 1 && !strcmp(tier, "local"));
     /* InvalidatePattern reaches Redis (SCAN MATCH + UNLINK) and keeps the others. */
-    CHECK(s_redis_cli(port, "mset quaver:t:p:1 a quaver:t:p:2 b quaver:t:q:1 c") == 0);
+    CHECK(s_redis_cli_line(port, "mset quaver:t:p:1 \"\\x00a\" quaver:t:p:2 \"\\x00b\" "
+                                "quaver:t:q:1 \"\\x00c\"") == 0);
     Quaver__V1__CachePatternRequest pat = QUAVER__V1__CACHE_PATTERN_REQUEST__INIT;
     pat.namespace_ = "t"; pat.pattern = "p:?";
     int st = 0;
     CHECK(s_removed(app, "InvalidatePattern", &pat.base, &st, err, sizeof err) == 2);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "redis-cli -p %d exists quaver:t:p:1 quaver:t:p:2 quaver:t:q:1 | grep -q '^1$'", port);
+    CHECK(system(cmd) == 0);
+    /* A value another client wrote without a valid header (zlib declaring 9 bytes, then no
+     * zlib stream; or no header byte at all) reads as a miss and is deleted from Redis. */
+    CHECK(s_redis_cli_line(port, "mset quaver:t:bad \"\\x01\\x00\\x00\\x00\\x09junk\" "
+                                 "quaver:t:bare plain") == 0);
+    CHECK(s_get_tier(app, "bad", tier, val) == 0 && s_get_tier(app, "bare", tier, val) == 0);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d exists quaver:t:bad quaver:t:bare | grep -q '^0$'",
+             port);
     CHECK(system(cmd) == 0);
     return 0;
 }
@@ -1294,6 +1518,9 @@ static const struct { const char *name; int (*fn)(void); } s_tests[] = {
     { "namespace_table",   s_namespace_table },
     { "redis_glob",        s_redis_glob },
     { "server_methods",    s_server_methods },
+    { "server_wiring",     s_server_wiring },
+    { "codec",             s_codec },
+    { "server_compression", s_server_compression },
     { "redis_coherence",   s_redis_coherence },
     { NULL, NULL }
 };

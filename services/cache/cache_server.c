@@ -9,6 +9,9 @@
  * A local copy lives at most min(the entry's TTL, Redis's PTTL, local_max_ttl_ms), so nothing
  * lives forever locally even if an invalidation is lost.
  *
+ * Both tiers hold values in cache_codec's stored form (zlib above the namespace's threshold);
+ * a stored value that does not decode is a miss and is removed.
+ *
  * Redis being down never fails a call (DESIGN.md "Failure"): the call is served by the local
  * tier alone; writes and deletes seen meanwhile are replayed as UNLINKs on reconnect, and the
  * local tier is flushed then. */
@@ -17,6 +20,7 @@
 #include "cache_redis.h"
 #include "cache_tracking.h"
 #include "cache_namespace.h"
+#include "cache_codec.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include "quaver/v1/cache.pb-c.h"
@@ -33,8 +37,11 @@
 /* Per-namespace counters (atomics: bumped from every worker thread). */
 typedef struct {
     _Atomic uint64_t hits_local, hits_redis, misses, sets, deletes, redis_round_trips,
-                     redis_errors, stale_replies;
-    qv_metric_t     *m_hits, *m_misses;
+                     redis_errors, stale_replies, corrupt_values, compressed,
+                     set_bytes, stored_bytes;   /* value bytes given to Set / as stored */
+    qv_metric_t     *m_hits_local, *m_hits_redis, *m_misses, *m_entries, *m_bytes,
+                    *m_evictions[CACHE_EVICT__COUNT];
+    uint64_t         seen_ev[CACHE_EVICT__COUNT];   /* under cache_app_t.mu */
 } s_ns_stats_t;
 
 struct cache_app_t {
@@ -46,12 +53,10 @@ struct cache_app_t {
     cache_redis_t      *redis;        /* NULL: no shared tier (selftests) */
     int64_t             started_ms;
     qv_metrics_t       *metrics;
-    qv_metric_t        *m_hits_local, *m_hits_redis, *m_misses, *m_entries, *m_bytes,
-                       *m_evictions, *m_redis_errors, *m_redis_up, *m_invalidations,
-                       *m_flushes;
+    qv_metric_t        *m_misses, *m_redis_errors, *m_redis_up, *m_invalidations, *m_flushes;
     /* Counters mirror totals kept elsewhere: the last value added, so only deltas are added. */
     pthread_mutex_t mu;
-    uint64_t       seen_evictions, seen_redis_errors, seen_inval_keys, seen_flushes;
+    uint64_t       seen_redis_errors, seen_inval_keys, seen_flushes;
 };
 
 /* ---- validation ----------------------------------------------------------------------- */
@@ -110,7 +115,8 @@ static void s_count(qv_metric_t *m) { if (m) qv_metric_add(m, 1); }
 
 typedef struct {
     cache_store_t *store;
-    const char    *key;
+    const char    *ns;
+    const char    *key;     /* within ns */
     const void    *value;
     size_t         vlen;
     int64_t        ttl_ms;
@@ -119,30 +125,54 @@ typedef struct {
 static void s_put(void *ctx)
 {
     s_put_t *p = ctx;
-    if (cache_store_set(p->store, p->key, p->value, p->vlen, p->ttl_ms) != 0)
-        qv_debug("value for %s not kept locally (too big)", p->key);
+    if (cache_store_ns_set(p->store, p->ns, p->key, p->value, p->vlen, p->ttl_ms) != 0)
+        qv_debug("value for %s:%s not kept locally (too big)", p->ns, p->key);
 }
 
-/* Copies a value into the local tier if ticket t still holds; counts a stale reply if not. */
-static void s_commit(cache_app_t *a, s_ns_stats_t *st, const char *key, cache_ticket_t t,
-                     const void *value, size_t vlen, int64_t ttl_ms)
+/* Copies a value into the local tier under (ns, key) if ticket t, taken on the full key
+ * (the tracker's and Redis's name), still holds; counts a stale reply if not. */
+static void s_commit(cache_app_t *a, const cache_namespace_t *ns, const char *key,
+                     const char *full, cache_ticket_t t, const void *value, size_t vlen,
+                     int64_t ttl_ms)
 {
-    if ((int64_t) vlen > a->cfg->max_value_bytes) return;
-    s_put_t p = { a->store, key, value, vlen, ttl_ms };
-    if (!cache_tracking_commit(a->tracking, key, t, s_put, &p)) s_inc(&st->stale_replies);
+    if ((int64_t) vlen > a->cfg->max_value_bytes + 1) return;   /* + the codec's header */
+    s_put_t p = { a->store, ns->name, key, value, vlen, ttl_ms };
+    if (!cache_tracking_commit(a->tracking, full, t, s_put, &p))
+        s_inc(&a->ns_stats[ns->index].stale_replies);
 }
 
 /* ---- tracking sink ------------------------------------------------------------------ */
 
-static void s_on_inval_key(void *ctx, const char *key, size_t len)
+int cache_server_split_key(const char *full, size_t len, char *ns, size_t nslen,
+                           const char **key_p, size_t *klen_p)
+{
+    if (len < 7 || memcmp(full, "quaver:", 7) != 0) return -1;
+    const char *n = full + 7, *end = full + len;
+    const char *c = memchr(n, ':', (size_t) (end - n));
+    if (!c || c == n || (size_t) (c - n) >= nslen) return -1;
+    memcpy(ns, n, (size_t) (c - n));
+    ns[c - n] = 0;
+    *key_p = c + 1;
+    *klen_p = (size_t) (end - c - 1);
+    return 0;
+}
+
+/* A namespace name never holds ':' ([a-z0-9_]), so the first ':' after "quaver:" ends it and
+ * the rest, colons and all, is the key. A key of a namespace we do not declare is not ours. */
+void cache_app_on_inval_key(void *ctx, const char *full, size_t len)
 {
     cache_app_t *a = ctx;
-    char buf[1024];
-    char *k = len < sizeof buf ? buf : malloc(len + 1);
+    char ns[CACHE_NS_NAME_MAX + 1], buf[1024];
+    const char *key;
+    size_t klen;
+    if (cache_server_split_key(full, len, ns, sizeof ns, &key, &klen) != 0
+        || !cache_namespaces_find(a->namespaces, ns))
+        return;
+    char *k = klen < sizeof buf ? buf : malloc(klen + 1);
     if (!k) { cache_tracking_flush(a->tracking); return; }   /* cannot name it: drop all */
-    memcpy(k, key, len);
-    k[len] = 0;
-    (void) cache_store_delete(a->store, k);
+    memcpy(k, key, klen);
+    k[klen] = 0;
+    (void) cache_store_ns_delete(a->store, ns, k);
     if (k != buf) free(k);
 }
 
@@ -157,16 +187,22 @@ static void s_on_inval_flush(void *ctx)
 static void s_update_gauges(cache_app_t *a)
 {
     if (!a->metrics) return;
-    cache_store_stats_t st;
-    cache_store_stats(a->store, &st);
     cache_tracking_stats_t ts;
     cache_tracking_stats(a->tracking, &ts);
     uint64_t errs = a->redis ? cache_redis_errors(a->redis) : 0;
     pthread_mutex_lock(&a->mu);
-    qv_metric_set(a->m_entries, (double) st.entries);
-    qv_metric_set(a->m_bytes, (double) st.bytes);
-    qv_metric_add(a->m_evictions, (double) (st.evictions - a->seen_evictions));
-    a->seen_evictions = st.evictions;
+    for (size_t i = 0; i < cache_namespaces_count(a->namespaces); i++) {
+        s_ns_stats_t *n = &a->ns_stats[i];
+        cache_store_ns_stats_t st;
+        if (cache_store_ns_stats(a->store, cache_namespaces_at(a->namespaces, i)->name, &st) != 0)
+            continue;
+        qv_metric_set(n->m_entries, (double) st.entries);
+        qv_metric_set(n->m_bytes, (double) st.bytes);
+        for (int c = 0; c < CACHE_EVICT__COUNT; c++) {
+            qv_metric_add(n->m_evictions[c], (double) (st.evictions[c] - n->seen_ev[c]));
+            n->seen_ev[c] = st.evictions[c];
+        }
+    }
     qv_metric_add(a->m_redis_errors, (double) (errs - a->seen_redis_errors));
     a->seen_redis_errors = errs;
     qv_metric_add(a->m_invalidations, (double) (ts.keys - a->seen_inval_keys));
@@ -181,16 +217,7 @@ void cache_app_set_metrics(cache_app_t *a, qv_metrics_t *m)
 {
     a->metrics = m;
     if (!m) return;
-    a->m_hits_local = qv_metrics_counter(m, "quaver_cache_hits_total", "cache hits by tier",
-                                         "tier=local");
-    a->m_hits_redis = qv_metrics_counter(m, "quaver_cache_hits_total", "cache hits by tier",
-                                         "tier=redis");
     a->m_misses = qv_metrics_counter(m, "quaver_cache_misses_total", "Gets found in no tier", NULL);
-    a->m_entries = qv_metrics_gauge(m, "quaver_cache_entries", "entries in the local tier", NULL);
-    a->m_bytes = qv_metrics_gauge(m, "quaver_cache_bytes",
-                                  "key and value bytes in the local tier", NULL);
-    a->m_evictions = qv_metrics_counter(m, "quaver_cache_evictions_total",
-                                        "local entries evicted to stay within the bounds", NULL);
     a->m_redis_errors = qv_metrics_counter(m, "quaver_cache_redis_errors_total",
                                            "Redis transport errors, error replies, failed "
                                            "reconnects", NULL);
@@ -201,13 +228,34 @@ void cache_app_set_metrics(cache_app_t *a, qv_metrics_t *m)
     a->m_flushes = qv_metrics_counter(m, "quaver_cache_local_flushes_total",
                                       "local tier flushes (Redis flush, lost invalidations, "
                                       "reconnect)", NULL);
+    /* Labelled by namespace: the cardinality is bounded by the namespace table. */
+    static const char *const causes[CACHE_EVICT__COUNT] = {
+        [CACHE_EVICT_CAPACITY_ENTRIES] = "capacity_entries",
+        [CACHE_EVICT_CAPACITY_BYTES] = "capacity_bytes",
+        [CACHE_EVICT_EXPIRED] = "expired", [CACHE_EVICT_PRIORITY] = "priority" };
     for (size_t i = 0; i < cache_namespaces_count(a->namespaces); i++) {
-        char label[96];
-        snprintf(label, sizeof label, "namespace=%s", cache_namespaces_at(a->namespaces, i)->name);
-        a->ns_stats[i].m_hits = qv_metrics_counter(m, "quaver_cache_namespace_hits_total",
-                                                   "hits (either tier) by namespace", label);
-        a->ns_stats[i].m_misses = qv_metrics_counter(m, "quaver_cache_namespace_misses_total",
-                                                     "misses by namespace", label);
+        s_ns_stats_t *n = &a->ns_stats[i];
+        const char *name = cache_namespaces_at(a->namespaces, i)->name;
+        char label[128];
+        snprintf(label, sizeof label, "namespace=%s,tier=local", name);
+        n->m_hits_local = qv_metrics_counter(m, "quaver_cache_hits_total",
+                                             "cache hits by namespace and tier", label);
+        snprintf(label, sizeof label, "namespace=%s,tier=redis", name);
+        n->m_hits_redis = qv_metrics_counter(m, "quaver_cache_hits_total",
+                                             "cache hits by namespace and tier", label);
+        snprintf(label, sizeof label, "namespace=%s", name);
+        n->m_misses = qv_metrics_counter(m, "quaver_cache_namespace_misses_total",
+                                         "misses by namespace", label);
+        n->m_entries = qv_metrics_gauge(m, "quaver_cache_entries",
+                                        "entries in the local tier by namespace", label);
+        n->m_bytes = qv_metrics_gauge(m, "quaver_cache_bytes",
+                                      "key and value bytes in the local tier by namespace", label);
+        for (int c = 0; c < CACHE_EVICT__COUNT; c++) {
+            snprintf(label, sizeof label, "namespace=%s,cause=%s", name, causes[c]);
+            n->m_evictions[c] = qv_metrics_counter(m, "quaver_cache_evictions_total",
+                                                   "local entries removed by the store, by "
+                                                   "namespace and cause", label);
+        }
     }
     s_update_gauges(a);
 }
@@ -247,13 +295,23 @@ cache_app_t *cache_app_new(const cache_cfg_t *cfg, const char *redis_url)
         atomic_init(&st->hits_local, 0); atomic_init(&st->hits_redis, 0);
         atomic_init(&st->misses, 0); atomic_init(&st->sets, 0); atomic_init(&st->deletes, 0);
         atomic_init(&st->redis_round_trips, 0); atomic_init(&st->redis_errors, 0);
-        atomic_init(&st->stale_replies, 0);
+        atomic_init(&st->stale_replies, 0); atomic_init(&st->corrupt_values, 0);
+        atomic_init(&st->compressed, 0); atomic_init(&st->set_bytes, 0);
+        atomic_init(&st->stored_bytes, 0);
     }
-    a->store = cache_store_new((size_t) cfg->local_max_entries, (size_t) cfg->local_max_bytes,
-                               "lru");
+    a->store = cache_store_new((size_t) cfg->local_max_entries, (size_t) cfg->local_max_bytes);
     if (!a->store) { qv_error("cannot create the local tier"); cache_app_destroy(&a); return NULL; }
-    a->tracking = cache_tracking_new((cache_tracking_sink_t){ s_on_inval_key, s_on_inval_flush,
-                                                              a });
+    for (size_t i = 0; i < cache_namespaces_count(a->namespaces); i++) {
+        /* cache_priority_t and CACHE_STORE_PRIO_* share their values. */
+        const cache_namespace_t *ns = cache_namespaces_at(a->namespaces, i);
+        if (cache_store_add_namespace(a->store, ns->name, ns->policy, (int) ns->priority) != 0) {
+            qv_error("cannot register namespace %s in the local tier", ns->name);
+            cache_app_destroy(&a);
+            return NULL;
+        }
+    }
+    a->tracking = cache_tracking_new((cache_tracking_sink_t){ cache_app_on_inval_key,
+                                                              s_on_inval_flush, a });
     if (!a->tracking) { qv_error("out of memory"); cache_app_destroy(&a); return NULL; }
     if (redis_url) {
         a->redis = cache_redis_new(redis_url, (int) cfg->redis_timeout_ms, a->tracking);
@@ -284,6 +342,8 @@ void cache_app_destroy(cache_app_t **self_p)
 
 bool cache_redis_up_for_test(cache_app_t *a) { return a->redis && cache_redis_up(a->redis); }
 
+cache_store_t *cache_app_store(cache_app_t *a) { return a->store; }
+
 void cache_app_tick(void *app)
 {
     cache_app_t *a = app;
@@ -299,36 +359,65 @@ static int s_ok(qv_reply_t *r, const ProtobufCMessage *m)
     return qv_reply_set(r, m) == 0 ? 200 : qv_reply_error(r, 500, "out of memory");
 }
 
+/* Decodes a stored value (cache_codec.h) into *val_p and *vlen_p (caller frees). A value that
+ * does not decode is corrupt: it reads as a miss and is removed from the tier it came from
+ * (from Redis: both tiers, after a bump so no reply in flight re-inserts it). 0 or -1. */
+static int s_decode(cache_app_t *a, const cache_namespace_t *ns, const char *key,
+                    const char *full, bool from_redis, const uint8_t *enc, size_t elen,
+                    uint8_t **val_p, size_t *vlen_p)
+{
+    int rc = cache_codec_decode(enc, elen, (size_t) a->cfg->max_value_bytes, val_p, vlen_p);
+    if (rc == 0) return 0;
+    *val_p = NULL;
+    if (rc == -2) return -1;   /* out of memory: a miss, the value itself is fine */
+    s_inc(&a->ns_stats[ns->index].corrupt_values);
+    qv_warn("corrupt value for %s in %s (%zu bytes): removed", full,
+            from_redis ? "redis" : "the local tier", elen);
+    (void) cache_tracking_bump(a->tracking, full);
+    (void) cache_store_ns_delete(a->store, ns->name, key);
+    if (from_redis && a->redis) (void) cache_redis_del(a->redis, full);
+    return -1;
+}
+
 /* Looks key up in both tiers; fills rep (value in *val_p, caller frees). */
 static void s_lookup(cache_app_t *a, const cache_namespace_t *ns, const char *key,
-                     Quaver__V1__CacheGetReply *rep, uint8_t **val_p)
+                     const char *full, Quaver__V1__CacheGetReply *rep, uint8_t **val_p)
 {
     s_ns_stats_t *st = &a->ns_stats[ns->index];
-    uint8_t *val = NULL;
-    size_t vlen = 0;
+    uint8_t *val = NULL, *enc = NULL;
+    size_t vlen = 0, elen = 0;
     int64_t pttl = -1;
     cache_ticket_t t = { 0, 0 };
-    int hit = cache_store_get(a->store, key, &val, &vlen, NULL);
+    int hit = cache_store_ns_get(a->store, ns->name, key, &enc, &elen, NULL);
+    if (hit == 1) {
+        hit = s_decode(a, ns, key, full, false, enc, elen, &val, &vlen) == 0;
+        free(enc);
+        enc = NULL;
+    }
     if (hit == 1) {
         rep->tier = "local";
         s_inc(&st->hits_local);
-        s_count(a->m_hits_local);
-    } else if (a->redis && (hit = cache_redis_get(a->redis, key, &val, &vlen, &pttl, &t)) == 1) {
+        s_count(st->m_hits_local);
+    } else if (a->redis && (hit = cache_redis_get(a->redis, full, &enc, &elen, &pttl, &t)) == 1) {
         s_inc(&st->redis_round_trips);
-        s_commit(a, st, key, t, val, vlen, s_local_ttl(a, ns->ttl_ms, pttl));
-        rep->tier = "redis";
-        s_inc(&st->hits_redis);
-        s_count(a->m_hits_redis);
+        if (s_decode(a, ns, key, full, true, enc, elen, &val, &vlen) == 0) {
+            s_commit(a, ns, key, full, t, enc, elen, s_local_ttl(a, ns->ttl_ms, pttl));
+            rep->tier = "redis";
+            s_inc(&st->hits_redis);
+            s_count(st->m_hits_redis);
+        } else {
+            hit = 0;
+        }
     } else {
         if (hit == 0 || hit == -2) s_inc(&st->redis_round_trips);
         if (hit == -2) s_inc(&st->redis_errors);
         hit = 0;
     }
+    free(enc);
     if (hit == 1) {
         rep->found = true;
         rep->value.data = val;
         rep->value.len = vlen;
-        s_count(st->m_hits);
     } else {
         s_inc(&st->misses);
         s_count(a->m_misses);
@@ -355,7 +444,7 @@ static int s_get(void *app, const qv_call_t *call, const ProtobufCMessage *msg, 
     char *key = s_full_key(req->namespace_, req->key);
     if (!key) return qv_reply_error(r, 500, "out of memory");
     uint8_t *val = NULL;
-    s_lookup(a, ns, key, &rep, &val);
+    s_lookup(a, ns, req->key, key, &rep, &val);
     int rc = s_ok(r, &rep.base);
     free(val);
     free(key);
@@ -395,15 +484,19 @@ static int s_mget(void *app, const qv_call_t *call, const ProtobufCMessage *msg,
         ptrs[i] = &items[i];
         if (!a->cfg->cache_enabled) continue;
         if (!(keys[i] = s_full_key(req->namespace_, req->keys[i]))) goto done;
-        size_t vlen = 0;
-        if (cache_store_get(a->store, keys[i], &vals[i], &vlen, NULL) == 1) {
+        uint8_t *enc = NULL;
+        size_t elen = 0, vlen = 0;
+        int hit = cache_store_ns_get(a->store, ns->name, req->keys[i], &enc, &elen, NULL) == 1
+                  && s_decode(a, ns, req->keys[i], keys[i], false, enc, elen, &vals[i],
+                              &vlen) == 0;
+        free(enc);
+        if (hit) {
             items[i].found = true;
             items[i].tier = "local";
             items[i].value.data = vals[i];
             items[i].value.len = vlen;
             s_inc(&st->hits_local);
-            s_count(a->m_hits_local);
-            s_count(st->m_hits);
+            s_count(st->m_hits_local);
         } else {
             miss_keys[nmiss] = keys[i];
             miss_idx[nmiss++] = i;
@@ -415,18 +508,18 @@ static int s_mget(void *app, const qv_call_t *call, const ProtobufCMessage *msg,
         if (mr == -2) s_inc(&st->redis_errors);
         for (size_t m = 0; mr == 0 && m < nmiss; m++) {
             if (!rv[m].found) continue;
-            size_t i = miss_idx[m];
-            s_commit(a, st, keys[i], rv[m].ticket, rv[m].value, rv[m].vlen,
+            size_t i = miss_idx[m], vlen = 0;
+            if (s_decode(a, ns, req->keys[i], keys[i], true, rv[m].value, rv[m].vlen, &vals[i],
+                         &vlen) != 0)
+                continue;
+            s_commit(a, ns, req->keys[i], keys[i], rv[m].ticket, rv[m].value, rv[m].vlen,
                      s_local_ttl(a, ns->ttl_ms, rv[m].pttl));
-            vals[i] = rv[m].value;
-            rv[m].value = NULL;
             items[i].found = true;
             items[i].tier = "redis";
             items[i].value.data = vals[i];
-            items[i].value.len = rv[m].vlen;
+            items[i].value.len = vlen;
             s_inc(&st->hits_redis);
-            s_count(a->m_hits_redis);
-            s_count(st->m_hits);
+            s_count(st->m_hits_redis);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -460,28 +553,38 @@ static int s_set(void *app, const qv_call_t *call, const ProtobufCMessage *msg, 
     if (!a->cfg->cache_enabled) return s_ok(r, &empty.base);
     s_ns_stats_t *st = &a->ns_stats[ns->index];
     s_inc(&st->sets);
+    /* Both tiers hold the encoded form (cache_codec.h): compressed once, here. */
+    uint8_t *enc = NULL;
+    size_t elen = 0;
+    int zlib = 0;
+    if (cache_codec_encode(req->value.data, req->value.len, ns->compress_min, &enc, &elen,
+                           &zlib) != 0)
+        return qv_reply_error(r, 500, "out of memory");
+    atomic_fetch_add(&st->set_bytes, req->value.len);
+    atomic_fetch_add(&st->stored_bytes, elen);
+    if (zlib) s_inc(&st->compressed);
     char *key = s_full_key(req->namespace_, req->key);
-    if (!key) return qv_reply_error(r, 500, "out of memory");
+    if (!key) { free(enc); return qv_reply_error(r, 500, "out of memory"); }
     int64_t ttl = req->ttl_ms > 0 ? req->ttl_ms : ns->ttl_ms;
     int64_t local_ttl = s_local_ttl(a, ttl, -1);
     cache_ticket_t t;
-    int rr = a->redis ? cache_redis_set(a->redis, key, req->value.data, req->value.len, ttl, &t)
-                      : -1;
+    int rr = a->redis ? cache_redis_set(a->redis, key, enc, elen, ttl, &t) : -1;
     if (rr != -1) s_inc(&st->redis_round_trips);
     if (rr == 0) {
-        s_commit(a, st, key, t, req->value.data, req->value.len, local_ttl);
+        s_commit(a, ns, req->key, key, t, enc, elen, local_ttl);
     } else if (rr == -1) {
         /* Redis down (or none): the local tier alone; the key is UNLINKed on reconnect. */
         t = cache_tracking_bump(a->tracking, key);
-        s_commit(a, st, key, t, req->value.data, req->value.len, local_ttl);
+        s_commit(a, ns, req->key, key, t, enc, elen, local_ttl);
     } else {
         /* Redis refused it (e.g. out of memory) and may still hold an older value: keep no
          * local copy that would disagree with it. */
         s_inc(&st->redis_errors);
         (void) cache_tracking_bump(a->tracking, key);
-        (void) cache_store_delete(a->store, key);
+        (void) cache_store_ns_delete(a->store, ns->name, req->key);
         qv_log(QV_LOG_WARN, call->request_id, "redis SET %s failed; not cached", key);
     }
+    free(enc);
     free(key);
     return s_ok(r, &empty.base);
 }
@@ -504,7 +607,7 @@ static int s_delete(void *app, const qv_call_t *call, const ProtobufCMessage *ms
     char *key = s_full_key(req->namespace_, req->key);
     if (!key) return qv_reply_error(r, 500, "out of memory");
     (void) cache_tracking_bump(a->tracking, key);
-    int local = cache_store_delete(a->store, key);
+    int local = cache_store_ns_delete(a->store, ns->name, req->key);
     int remote = a->redis ? cache_redis_del(a->redis, key) : -1;
     if (remote != -1) s_inc(&st->redis_round_trips);
     if (remote == -2) s_inc(&st->redis_errors);
@@ -513,15 +616,43 @@ static int s_delete(void *app, const qv_call_t *call, const ProtobufCMessage *ms
     return s_ok(r, &rep.base);
 }
 
+/* What the local side of an invalidation removes: in namespace ns (NULL: every namespace),
+ * the keys matching glob (Redis MATCH syntax, the same matcher Redis applies) when glob is
+ * set, else the keys starting with prefix. */
+typedef struct {
+    const char *ns;
+    const char *prefix;
+    const char *glob;
+} s_local_match_t;
+
+static int s_glob_match(const char *key, void *glob)
+{
+    return cache_redis_glob_match(glob, key);
+}
+
+static int64_t s_remove_local(cache_app_t *a, const s_local_match_t *m)
+{
+    if (!m->ns) {
+        int64_t n = 0;
+        for (size_t i = 0; i < cache_namespaces_count(a->namespaces); i++)
+            n += cache_store_ns_clear(a->store, cache_namespaces_at(a->namespaces, i)->name);
+        return n;
+    }
+    int64_t n = m->glob ? cache_store_ns_delete_matching(a->store, m->ns, s_glob_match,
+                                                         (void *) m->glob)
+                        : cache_store_ns_delete_prefix(a->store, m->ns, m->prefix);
+    return n > 0 ? n : 0;
+}
+
 /* Removes from both tiers what matches: Redis SCAN MATCH redis_match + UNLINK, and locally
- * every key starting with local_prefix that local_glob (NULL = all) matches. The epoch is
- * bumped before and after the Redis part and the local part runs twice, so no GET reply
- * in flight while the scan ran can leave a copy behind. Returns the count to report. */
-static int64_t s_remove_matching(cache_app_t *a, s_ns_stats_t *st, const char *local_prefix,
-                                 bool local_exact, const char *redis_match, const char *call_id)
+ * what m names. The two sides select the same keys. The epoch is bumped before and after the
+ * Redis part and the local part runs twice, so no GET reply in flight while the scan ran can
+ * leave a copy behind. Returns the count to report. */
+static int64_t s_remove_matching(cache_app_t *a, s_ns_stats_t *st, const s_local_match_t *m,
+                                 const char *redis_match, const char *call_id)
 {
     cache_tracking_bump_all(a->tracking);
-    int64_t local = (int64_t) cache_store_delete_prefix(a->store, local_prefix);
+    int64_t local = s_remove_local(a, m);
     uint64_t rounds = 0;
     int64_t remote = a->redis ? cache_redis_del_match(a->redis, redis_match, &rounds) : -1;
     if (st) atomic_fetch_add(&st->redis_round_trips, rounds);
@@ -531,11 +662,9 @@ static int64_t s_remove_matching(cache_app_t *a, s_ns_stats_t *st, const char *l
                "is back", redis_match);
     }
     cache_tracking_bump_all(a->tracking);
-    local += (int64_t) cache_store_delete_prefix(a->store, local_prefix);
+    local += s_remove_local(a, m);
     /* The same logical entry usually sits in both tiers: report the larger count rather than
-     * the sum, so a caller sees roughly how many keys the namespace lost. When the local part
-     * removed a superset (a pattern), Redis's count is the one that means something. */
-    if (!local_exact && remote >= 0) return remote;
+     * the sum, so a caller sees roughly how many keys the namespace lost. */
     return remote > local ? remote : local;
 }
 
@@ -549,17 +678,18 @@ static int s_invalidate_prefix(void *app, const qv_call_t *call, const ProtobufC
     const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
     if (!ns || s_check_key(a, req->prefix, true, "prefix", err, sizeof err) != 0)
         return qv_reply_error(r, 400, "%s", err);
-    char *prefix = s_full_key(req->namespace_, req->prefix ? req->prefix : "");
-    size_t mlen = prefix ? strlen(prefix) * 2 + 2 : 0;
-    char *match = prefix ? malloc(mlen) : NULL;
-    if (!match || cache_redis_match_pattern(prefix, match, mlen) != 0) {
-        free(prefix); free(match);
+    const char *p = req->prefix ? req->prefix : "";
+    char *full = s_full_key(ns->name, p);
+    size_t mlen = full ? strlen(full) * 2 + 2 : 0;
+    char *match = full ? malloc(mlen) : NULL;
+    if (!match || cache_redis_match_pattern(full, match, mlen) != 0) {
+        free(full); free(match);
         return qv_reply_error(r, 500, "out of memory");
     }
     Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
-    rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], prefix, true, match,
-                                    call->request_id);
-    free(prefix);
+    s_local_match_t m = { ns->name, p, NULL };
+    rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], &m, match, call->request_id);
+    free(full);
     free(match);
     return s_ok(r, &rep.base);
 }
@@ -574,23 +704,15 @@ static int s_invalidate_pattern(void *app, const qv_call_t *call, const Protobuf
     if (!ns || s_check_key(a, req->pattern, false, "pattern", err, sizeof err) != 0
         || cache_redis_glob_check(req->pattern, err, sizeof err) != 0)
         return qv_reply_error(r, 400, "%s", err);
-    /* Redis side: the namespace prefix needs no escaping ([a-z0-9_]), the pattern is the
-     * caller's glob. Local side: every key under the pattern's literal prefix. That removes
-     * a superset of the matches until the store offers a match-walk (the namespace-aware
-     * store API); a superset only costs hits, never coherence. */
-    char *match = s_full_key(req->namespace_, req->pattern);
-    size_t plen = strlen(req->pattern) + 1;
-    char *lit = malloc(plen);
-    char *prefix = NULL;
-    if (match && lit) {
-        cache_redis_glob_literal_prefix(req->pattern, lit, plen);
-        prefix = s_full_key(req->namespace_, lit);
-    }
-    if (!prefix) { free(match); free(lit); return qv_reply_error(r, 500, "out of memory"); }
+    /* Redis side: "quaver:<ns>:" is literal ([a-z0-9_] needs no escaping) followed by the
+     * caller's glob, so a Redis key matches exactly when its key within the namespace matches
+     * the glob: the local side applies the same matcher to the same keys. */
+    char *match = s_full_key(ns->name, req->pattern);
+    if (!match) return qv_reply_error(r, 500, "out of memory");
     Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
-    rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], prefix, false, match,
-                                    call->request_id);
-    free(match); free(lit); free(prefix);
+    s_local_match_t m = { ns->name, NULL, req->pattern };
+    rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], &m, match, call->request_id);
+    free(match);
     return s_ok(r, &rep.base);
 }
 
@@ -603,16 +725,17 @@ static int s_clear(void *app, const qv_call_t *call, const ProtobufCMessage *msg
     const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, true, err, sizeof err);
     if (req->namespace_ && *req->namespace_ && !ns) return qv_reply_error(r, 400, "%s", err);
     if (ns) {
-        char *prefix = s_full_key(ns->name, "");
         char *match = s_full_key(ns->name, "*");
-        if (!prefix || !match) { free(prefix); free(match); return qv_reply_error(r, 500, "oom"); }
-        rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], prefix, true, match,
+        if (!match) return qv_reply_error(r, 500, "out of memory");
+        s_local_match_t m = { ns->name, "", NULL };
+        rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], &m, match,
                                         call->request_id);
-        free(prefix); free(match);
+        free(match);
         qv_log(QV_LOG_INFO, call->request_id, "cache: namespace %s cleared by %s (%lld)",
                ns->name, call->username ? call->username : "?", (long long) rep.removed);
     } else {
-        rep.removed = s_remove_matching(a, NULL, "quaver:", true, "quaver:*", call->request_id);
+        s_local_match_t m = { NULL, NULL, NULL };
+        rep.removed = s_remove_matching(a, NULL, &m, "quaver:*", call->request_id);
         qv_log(QV_LOG_INFO, call->request_id, "cache: every namespace cleared by %s (%lld)",
                call->username ? call->username : "?", (long long) rep.removed);
     }
@@ -690,6 +813,9 @@ static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg
         s_ns_stats_t *st = &a->ns_stats[i];
         uint64_t hl = atomic_load(&st->hits_local), hr = atomic_load(&st->hits_redis);
         uint64_t m = atomic_load(&st->misses);
+        cache_store_ns_stats_t ls;
+        if (cache_store_ns_stats(a->store, ns->name, &ls) != 0) memset(&ls, 0, sizeof ls);
+        uint64_t sb = atomic_load(&st->stored_bytes);
         hits += hl + hr;
         misses += m;
         struct { const char *n; double v; } rows[] = {
@@ -702,6 +828,15 @@ static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg
             { "stale_replies", (double) atomic_load(&st->stale_replies) },
             { "ttl_ms", (double) ns->ttl_ms }, { "priority", (double) ns->priority },
             { "compress_min_bytes", (double) ns->compress_min },
+            { "entries", (double) ls.entries }, { "bytes", (double) ls.bytes },
+            { "compression_ratio", sb ? (double) atomic_load(&st->set_bytes) / (double) sb : 1.0 },
+            { "values_compressed", (double) atomic_load(&st->compressed) },
+            { "corrupt_values", (double) atomic_load(&st->corrupt_values) },
+            { "evictions_capacity_entries",
+              (double) ls.evictions[CACHE_EVICT_CAPACITY_ENTRIES] },
+            { "evictions_capacity_bytes", (double) ls.evictions[CACHE_EVICT_CAPACITY_BYTES] },
+            { "evictions_priority", (double) ls.evictions[CACHE_EVICT_PRIORITY] },
+            { "evictions_expired", (double) ls.evictions[CACHE_EVICT_EXPIRED] },
         };
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             char name[128];

@@ -37,8 +37,18 @@ void cache_app_set_metrics(cache_app_t *self, qv_metrics_t *metrics);
 /* The timer's work: Redis reconnects, expiry sweep, gauges. (Invalidations arrive on the
  * tracking thread, not here.) */
 void cache_app_tick(void *app);
+/* The app's local tier, borrowed (for tests that plant values in it). */
+struct cache_store_t *cache_app_store(cache_app_t *self);
 /* True when the app has a Redis tier and it is up (for tests). */
 bool cache_redis_up_for_test(cache_app_t *self);
+/* Splits a Redis key "quaver:<ns>:<key>" (len bytes, not NUL-terminated) into the namespace
+ * (NUL-terminated into ns, nslen bytes) and the key within it (*key_p points into full,
+ * *klen_p bytes). 0, or -1 when full is not of that form or the name does not fit. */
+int cache_server_split_key(const char *full, size_t len, char *ns, size_t nslen,
+                           const char **key_p, size_t *klen_p);
+/* The tracking sink's on_key: drops the local copy of the Redis key full; a key of a namespace
+ * not in the table is ignored. Exposed for the selftest. */
+void cache_app_on_inval_key(void *app, const char *full, size_t len);
 /* The method table (ends with a NULL name). */
 extern const qv_method_t cache_methods[];
 #endif

@@ -48,7 +48,7 @@ static size_t s_entry_bytes(const cache_entry_t *e) { return e->klen + e->vlen; 
 /* Lock held (or the store not yet shared). */
 static int s_add_ns(cache_store_t *s, const char *name, const char *policy, int priority)
 {
-    if (!name || strlen(name) > CACHE_STORE_NS_NAME_MAX || s->nns == CACHE_STORE_NS_MAX
+    if (!name || !*name || strlen(name) > CACHE_STORE_NS_NAME_MAX || s->nns == CACHE_STORE_NS_MAX
         || priority < CACHE_STORE_PRIO_LOW || priority > CACHE_STORE_PRIO_HIGH)
         return -1;
     for (size_t i = 0; i < s->nns; i++)
@@ -66,7 +66,7 @@ static int s_add_ns(cache_store_t *s, const char *name, const char *policy, int 
     return 0;
 }
 
-cache_store_t *cache_store_new(size_t max_entries, size_t max_bytes, const char *policy)
+cache_store_t *cache_store_new(size_t max_entries, size_t max_bytes)
 {
     if (max_entries == 0 || max_bytes == 0 || sodium_init() < 0) return NULL;
     cache_store_t *s = calloc(1, sizeof *s);
@@ -75,7 +75,7 @@ cache_store_t *cache_store_new(size_t max_entries, size_t max_bytes, const char 
     s->max_bytes = max_bytes;
     s->nbuckets = 64;
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
-    if (!s->buckets || s_add_ns(s, "", policy, CACHE_STORE_PRIO_MEDIUM) != 0) {
+    if (!s->buckets) {
         free(s->buckets);
         free(s);
         return NULL;
@@ -239,8 +239,8 @@ static void s_enforce_bounds(cache_store_t *s, int64_t now, int for_ns)
     }
 }
 
-static int s_set(cache_store_t *self, const char *ns, const char *key, const void *value,
-                 size_t vlen, int64_t ttl_ms)
+int cache_store_ns_set(cache_store_t *self, const char *ns, const char *key, const void *value,
+                       size_t vlen, int64_t ttl_ms)
 {
     size_t klen = strlen(key);
     pthread_mutex_lock(&self->mu);
@@ -299,8 +299,8 @@ static int s_set(cache_store_t *self, const char *ns, const char *key, const voi
     return 0;
 }
 
-static int s_get(cache_store_t *self, const char *ns, const char *key, uint8_t **value_p,
-                 size_t *vlen_p, int64_t *ttl_left_p)
+int cache_store_ns_get(cache_store_t *self, const char *ns, const char *key, uint8_t **value_p,
+                       size_t *vlen_p, int64_t *ttl_left_p)
 {
     size_t klen = strlen(key);
     int rc = 0;
@@ -335,7 +335,7 @@ static int s_get(cache_store_t *self, const char *ns, const char *key, uint8_t *
     return rc;
 }
 
-static int s_delete(cache_store_t *self, const char *ns, const char *key)
+int cache_store_ns_delete(cache_store_t *self, const char *ns, const char *key)
 {
     size_t klen = strlen(key);
     pthread_mutex_lock(&self->mu);
@@ -382,26 +382,6 @@ static int s_match_user(const char *key, size_t klen, const void *arg, void *ctx
     (void) klen;
     int (*fn)(const char *, void *) = *(int (*const *)(const char *, void *)) arg;
     return fn(key, ctx);
-}
-
-int cache_store_ns_set(cache_store_t *self, const char *ns, const char *key, const void *value,
-                       size_t vlen, int64_t ttl_ms)
-{
-    if (!ns || !*ns) return CACHE_STORE_NO_NS;
-    return s_set(self, ns, key, value, vlen, ttl_ms);
-}
-
-int cache_store_ns_get(cache_store_t *self, const char *ns, const char *key, uint8_t **value_p,
-                       size_t *vlen_p, int64_t *ttl_left_p)
-{
-    if (!ns || !*ns) return CACHE_STORE_NO_NS;
-    return s_get(self, ns, key, value_p, vlen_p, ttl_left_p);
-}
-
-int cache_store_ns_delete(cache_store_t *self, const char *ns, const char *key)
-{
-    if (!ns || !*ns) return CACHE_STORE_NO_NS;
-    return s_delete(self, ns, key);
 }
 
 int64_t cache_store_ns_delete_matching(cache_store_t *self, const char *ns,
@@ -472,33 +452,7 @@ int cache_store_ns_stats_at(cache_store_t *self, size_t i, cache_store_ns_stats_
     return ok ? 0 : -1;
 }
 
-/* ---- the original API: the unnamed namespace "" -------------------------------------------- */
-
-int cache_store_set(cache_store_t *self, const char *key, const void *value, size_t vlen,
-                    int64_t ttl_ms)
-{
-    return s_set(self, "", key, value, vlen, ttl_ms);
-}
-
-int cache_store_get(cache_store_t *self, const char *key, uint8_t **value_p, size_t *vlen_p,
-                    int64_t *ttl_left_p)
-{
-    return s_get(self, "", key, value_p, vlen_p, ttl_left_p);
-}
-
-int cache_store_delete(cache_store_t *self, const char *key)
-{
-    return s_delete(self, "", key);
-}
-
-size_t cache_store_delete_prefix(cache_store_t *self, const char *prefix)
-{
-    size_t plen = strlen(prefix);
-    pthread_mutex_lock(&self->mu);
-    int64_t n = s_delete_where(self, 0, s_match_prefix, prefix, &plen);
-    pthread_mutex_unlock(&self->mu);
-    return (size_t) n;
-}
+/* ---- the whole store ---------------------------------------------------------------------- */
 
 void cache_store_clear(cache_store_t *self)
 {

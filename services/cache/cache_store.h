@@ -19,12 +19,8 @@
  * deletes and clears are O(n).
  * Thread-safe: one mutex around everything (values are copied out under it).
  *
- * Two APIs over one table:
- *  - the namespace-aware cache_store_ns_*: keys are the key within the namespace;
- *  - the original cache_store_set/get/delete/delete_prefix: they act on the built-in unnamed
- *    namespace "" (made by cache_store_new with its policy, priority medium), where callers
- *    put whole keys such as "quaver:<namespace>:<key>". cache_store_clear, _expire and
- *    _stats cover every namespace. */
+ * Keys are the key within a namespace; cache_store_clear, _expire and _stats cover every
+ * namespace. */
 #ifndef CACHE_STORE_H
 #define CACHE_STORE_H
 #include <stddef.h>
@@ -32,7 +28,7 @@
 
 typedef struct cache_store_t cache_store_t;
 
-#define CACHE_STORE_NS_MAX       64    /* namespaces in one store, the unnamed one included */
+#define CACHE_STORE_NS_MAX       64    /* namespaces in one store */
 #define CACHE_STORE_NS_NAME_MAX  64
 /* Returned by the cache_store_ns_* calls when the namespace is not registered. */
 #define CACHE_STORE_NO_NS        (-2)
@@ -67,9 +63,9 @@ typedef struct {
 /* Milliseconds on any monotonic scale; injectable so tests can move time. */
 typedef int64_t (*cache_clock_fn)(void *ctx);
 
-/* policy: the unnamed namespace's policy (NULL = "lru"). Returns NULL on an unknown policy,
+/* An empty store with no namespace (add them with cache_store_add_namespace). Returns NULL on
  * zero bounds or no memory. Caller owns the result; free it with cache_store_destroy. */
-cache_store_t *cache_store_new(size_t max_entries, size_t max_bytes, const char *policy);
+cache_store_t *cache_store_new(size_t max_entries, size_t max_bytes);
 void cache_store_destroy(cache_store_t **self_p);
 /* Default clock: qv_mono_ms. Set before the store is shared between threads. */
 void cache_store_set_clock(cache_store_t *self, cache_clock_fn fn, void *ctx);
@@ -111,21 +107,13 @@ int64_t cache_store_ns_delete_prefix(cache_store_t *self, const char *ns, const 
 int64_t cache_store_ns_clear(cache_store_t *self, const char *ns);
 /* Copies ns's statistics into *out. 0 or CACHE_STORE_NO_NS. */
 int cache_store_ns_stats(cache_store_t *self, const char *ns, cache_store_ns_stats_t *out);
-/* Namespaces in registration order, index 0 the unnamed one: their number, and the stats of
+/* Namespaces in registration order: their number, and the stats of
  * the i-th (0, or -1 when i is out of range). */
 size_t cache_store_ns_count(cache_store_t *self);
 int cache_store_ns_stats_at(cache_store_t *self, size_t i, cache_store_ns_stats_t *out);
 
-/* ---- the original API: the unnamed namespace (whole-store for clear/expire/stats) ----------- */
+/* ---- the whole store ---------------------------------------------------------------------- */
 
-int cache_store_set(cache_store_t *self, const char *key, const void *value, size_t vlen,
-                    int64_t ttl_ms);
-int cache_store_get(cache_store_t *self, const char *key, uint8_t **value_p, size_t *vlen_p,
-                    int64_t *ttl_left_p);
-int cache_store_delete(cache_store_t *self, const char *key);
-/* Removes every entry of the unnamed namespace whose key starts with prefix. O(n). Returns
- * how many were removed. */
-size_t cache_store_delete_prefix(cache_store_t *self, const char *prefix);
 /* Removes everything in every namespace (counted neither as evictions nor expirations). */
 void cache_store_clear(cache_store_t *self);
 /* Examines up to `buckets` buckets from a rotating cursor and removes expired entries there
