@@ -286,6 +286,26 @@ void qv_rpc_call(const char *broker, const char *service, const char *method,
                  const ProtobufCMessage *req, const Quaver__V1__Caller *caller,
                  const char *request_id, int timeout_ms, qv_result_t *out)
 {
+    uint8_t *payload = NULL;
+    size_t plen = 0;
+    if (req) {
+        plen = protobuf_c_message_get_packed_size(req);
+        payload = malloc(plen ? plen : 1);
+        if (!payload) {
+            memset(out, 0, sizeof *out);
+            s_result_set(out, 500, "out of memory");
+            return;
+        }
+        plen = protobuf_c_message_pack(req, payload);
+    }
+    qv_rpc_call_raw(broker, service, method, payload, plen, caller, request_id, timeout_ms, out);
+    free(payload);
+}
+
+void qv_rpc_call_raw(const char *broker, const char *service, const char *method,
+                     const void *payload, size_t plen, const Quaver__V1__Caller *caller,
+                     const char *request_id, int timeout_ms, qv_result_t *out)
+{
     memset(out, 0, sizeof *out);
     out->error = strdup("");
     char rid[17];
@@ -298,26 +318,15 @@ void qv_rpc_call(const char *broker, const char *service, const char *method,
     call.request_id = (char *) request_id;
     call.deadline_ms = qv_wall_ms() + timeout_ms;
     call.caller = (Quaver__V1__Caller *) caller;
-    uint8_t *payload = NULL;
-    if (req) {
-        size_t plen = protobuf_c_message_get_packed_size(req);
-        payload = malloc(plen ? plen : 1);
-        if (!payload) {
-            s_result_set(out, 500, "out of memory");
-            return;
-        }
-        call.payload.len = protobuf_c_message_pack(req, payload);
-        call.payload.data = payload;
-    }
+    call.payload.data = (uint8_t *) payload;
+    call.payload.len = payload ? plen : 0;
     size_t len = quaver__v1__call__get_packed_size(&call);
     uint8_t *body = malloc(len ? len : 1);
     if (!body) {
-        free(payload);
         s_result_set(out, 500, "out of memory");
         return;
     }
     quaver__v1__call__pack(&call, body);
-    free(payload);
 
     qv_client_t *client = qv_client_tls(broker);
     if (!client) {

@@ -94,6 +94,11 @@ typedef struct {
 void qv_rpc_call(const char *broker, const char *service, const char *method,
                  const ProtobufCMessage *req, const Quaver__V1__Caller *caller,
                  const char *request_id, int timeout_ms, qv_result_t *out);
+/* The same with the payload already packed (plen bytes; payload may be NULL when plen is 0),
+ * for a caller that forwards bytes it did not build (the cache's GetOrLoad loader call). */
+void qv_rpc_call_raw(const char *broker, const char *service, const char *method,
+                     const void *payload, size_t plen, const Quaver__V1__Caller *caller,
+                     const char *request_id, int timeout_ms, qv_result_t *out);
 void qv_result_free(qv_result_t *r);
 
 /* 16 random hex characters + NUL into buf (>= 17 bytes). */

@@ -428,7 +428,8 @@ class Quaver:
                             max_body_bytes=self.max_body_bytes,
                             upload_max_bytes=self.upload_max_bytes),
             "dbopt": dict(common, instance="t-dbopt", database_url=self.pg.url),
-            "cache": dict(common, instance="t-cache", redis_url=self.redis.url),
+            "cache": dict(common, instance="t-cache", redis_url=self.redis.url,
+                          snapshot_path=os.path.join(self.base, "cache", "snapshot.bin")),
             "stream": dict(common, instance="t-stream", storage_dir=self.storage_dir),
         }
 

@@ -13,7 +13,7 @@ import zmq
 METHODS = {
     "dbopt": ["Query", "Exec", "Health", "Stats"],
     "cache": ["Get", "MGet", "Set", "Delete", "InvalidatePrefix", "InvalidatePattern", "Clear",
-              "Health", "Stats"],
+              "GetOrLoad", "Health", "Stats"],
     "stream": ["Put", "Read", "Stat", "Health", "Stats"],
     "monitor": ["Metrics", "Health", "Stats"],
 }

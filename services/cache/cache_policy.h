@@ -80,6 +80,9 @@ cache_policy_t *cache_policy_fifo_new(size_t capacity, uint64_t seed);
 cache_policy_t *cache_policy_random_new(size_t capacity, uint64_t seed);
 cache_policy_t *cache_policy_wtinylfu_new(size_t capacity, uint64_t seed);
 cache_policy_t *cache_policy_s3fifo_new(size_t capacity, uint64_t seed);
+/* W-TinyLFU's frequency sketch (borrowed, lives as long as p), or NULL when p is another
+ * policy. For snapshots (cache_snapshot.h). */
+struct cache_sketch_t *cache_policy_sketch(cache_policy_t *p);
 
 /* Small helpers shared by the policy files: an intrusive doubly linked list through
  * e->pol.prev/next, head = most recent, tail = oldest. All O(1). */

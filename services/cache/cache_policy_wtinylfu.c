@@ -203,3 +203,8 @@ cache_policy_t *cache_policy_wtinylfu_new(size_t capacity, uint64_t seed)
     w->rng = seed;
     return &w->base;
 }
+
+cache_sketch_t *cache_policy_sketch(cache_policy_t *p)
+{
+    return p && p->destroy == s_destroy ? ((s_wt_t *) p)->sketch : NULL;
+}

@@ -646,6 +646,52 @@ uint64_t cache_redis_round_trips(cache_redis_t *self)
     return n;
 }
 
+int cache_redis_scan(cache_redis_t *self, char *cursor, size_t clen, const char *match,
+                     char ***keys_p, size_t *n_p)
+{
+    *keys_p = NULL;
+    *n_p = 0;
+    pthread_mutex_lock(&self->mu);
+    const char *argv[] = { "SCAN", cursor, "MATCH", match, "COUNT", S_SCAN_COUNT };
+    redisReply *rep = s_cmd(self, 6, argv, NULL);
+    int rc = rep ? 0 : (self->c ? -2 : -1);
+    if (rep && (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
+                || rep->element[0]->type != REDIS_REPLY_STRING
+                || rep->element[1]->type != REDIS_REPLY_ARRAY)) {
+        if (rep->type != REDIS_REPLY_ERROR) {
+            self->errors++;
+            snprintf(self->last_error, sizeof self->last_error, "SCAN: unexpected reply");
+        }
+        rc = -2;
+    }
+    if (rc == 0) {
+        redisReply *ks = rep->element[1];
+        char **keys = calloc(ks->elements ? ks->elements : 1, sizeof *keys);
+        size_t n = 0;
+        for (size_t i = 0; keys && i < ks->elements; i++) {
+            redisReply *k = ks->element[i];
+            if (k->type != REDIS_REPLY_STRING || strlen(k->str) != k->len) continue;
+            if (!(keys[n] = strdup(k->str))) break;
+            n++;
+        }
+        if (!keys) rc = -2;
+        else {
+            snprintf(cursor, clen, "%s", rep->element[0]->str);
+            *keys_p = keys;
+            *n_p = n;
+        }
+    }
+    if (rep) freeReplyObject(rep);
+    pthread_mutex_unlock(&self->mu);
+    return rc;
+}
+
+void cache_redis_keys_free(char **keys, size_t n)
+{
+    for (size_t i = 0; keys && i < n; i++) free(keys[i]);
+    free(keys);
+}
+
 /* ---- Redis glob syntax ------------------------------------------------------------------ */
 
 int cache_redis_glob_check(const char *pat, char *err, size_t errlen)

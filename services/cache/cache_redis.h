@@ -80,6 +80,13 @@ int cache_redis_mget(cache_redis_t *self, const char *const *keys, size_t n,
                      cache_redis_value_t *out);
 /* Commands sent to Redis since the start (a pipeline counts once). */
 uint64_t cache_redis_round_trips(cache_redis_t *self);
+/* One step of SCAN <cursor> MATCH match COUNT 500 (never KEYS). cursor is "0" to start, and
+ * "0" again once the scan is over. *keys_p gets a malloc'd array of *n_p malloc'd keys
+ * (NUL-terminated; keys holding a NUL byte are left out); free with cache_redis_keys_free.
+ * 0, -1 down, -2 error (nothing in *keys_p then). */
+int cache_redis_scan(cache_redis_t *self, char *cursor, size_t clen, const char *match,
+                     char ***keys_p, size_t *n_p);
+void cache_redis_keys_free(char **keys, size_t n);
 
 /* Redis MATCH glob syntax (* ? [abc] [^a] [a-z] \x). check: 0, or -1 with "pattern is not a
  * glob: ..." in err (an unbalanced '[' or a trailing backslash). match: 1 when s matches pat

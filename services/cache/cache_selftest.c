@@ -7,6 +7,10 @@
 #include "cache_namespace.h"
 #include "cache_tracking.h"
 #include "cache_codec.h"
+#include "cache_load.h"
+#include "cache_msgpack.h"
+#include "cache_snapshot.h"
+#include <zlib.h>
 #include "quaver/v1/cache.pb-c.h"
 #include <time.h>
 #include <stdio.h>
@@ -1494,6 +1498,364 @@ static int s_redis_coherence(void)
     return rc;
 }
 
+/* msgpack values: good ones pass, bad ones and allocation bombs are refused by name, and
+ * through Set a bad one is a 400 that stores nothing. */
+static int s_msgpack_check(void)
+{
+    static const struct { const char *bytes; size_t len; } good[] = {
+        { "\x01", 1 }, { "\xc0", 1 }, { "\x90", 1 }, { "\x80", 1 }, { "\xa3" "abc", 4 },
+        { "\x82\xa1" "a\x01\xa1" "b\x92\x02\xc3", 9 },                  /* {a:1, b:[2,true]} */
+        { "\xcb\x3f\xf0\0\0\0\0\0\0", 9 }, { "\xd4\x01\x02", 3 },   /* double, fixext 1 */
+        { "\xc7\x00\x05", 3 }, { "\xc4\x02xy", 4 }, { "\xdc\x00\x01\x07", 4 },
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (cache_msgpack_check(good[i].bytes, good[i].len, err, sizeof err) != 0) {
+            fprintf(stderr, "good[%zu] refused: %s\n", i, err);
+            return 1;
+        }
+    static const struct { const char *bytes; size_t len; const char *why; } bad[] = {
+        { "", 0, "empty" }, { "\xc1", 1, "0xc1" }, { "\x01\x02", 2, "1 trailing bytes" },
+        { "\x92\x01", 2, "declares 2 elements but 1 bytes" }, { "\xd9", 1, "truncated" }, { "\xa5" "ab", 3, "declares 5 bytes" },
+        { "\xcd\x01", 2, "declares 2 bytes" },
+        /* bombs: a few bytes that would make msgpack-c allocate gigabytes */
+        { "\xdd\xff\xff\xff\xff", 5, "declares 4294967295 elements" },
+        { "\xdf\xff\xff\xff\xff\x01\x01", 7, "declares 4294967295 pairs" },
+        { "\xc9\xff\xff\xff\xff\x01", 6, "declares 4294967296 bytes" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        if (cache_msgpack_check(bad[i].bytes, bad[i].len, err, sizeof err) == 0
+            || !strstr(err, bad[i].why)) {
+            fprintf(stderr, "bad[%zu]: '%s' does not say '%s'\n", i, err, bad[i].why);
+            return 1;
+        }
+    }
+    /* Nesting: 32 arrays deep is msgpack-c's limit and ours; 33 is refused. */
+    uint8_t deep[40];
+    memset(deep, 0x91, sizeof deep);
+    deep[32] = 0x01;
+    CHECK(cache_msgpack_check(deep, 33, err, sizeof err) == 0);
+    deep[32] = 0x91; deep[33] = 0x01;
+    CHECK(cache_msgpack_check(deep, 34, err, sizeof err) != 0 && strstr(err, "deeper than 32"));
+    /* Too many objects in all: 1 << 20 + 1 nil in one array. */
+    size_t n = CACHE_MSGPACK_MAX_OBJECTS + 5;
+    uint8_t *many = malloc(n);
+    CHECK(many);
+    memset(many, 0xc0, n);
+    many[0] = 0xdd; many[1] = 0; many[2] = 0x10; many[3] = 0; many[4] = 0;   /* 1 << 20 */
+    CHECK(cache_msgpack_check(many, n, err, sizeof err) != 0 && strstr(err, "more than"));
+    free(many);
+
+    /* Through Set: 200 for a good value, 400 naming the problem and nothing stored else. */
+    cache_cfg_t cfg = s_cfg();
+    cache_app_t *app = cache_app_new(&cfg, NULL);
+    CHECK(app);
+    Quaver__V1__CacheSetRequest set = QUAVER__V1__CACHE_SET_REQUEST__INIT;
+    set.namespace_ = "rooms"; set.key = "m"; set.msgpack = true;
+    set.value.data = (uint8_t *) "\x81\xa1" "a\x01"; set.value.len = 4;
+    CHECK(s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err) == 200);
+    CHECK(s_found_ns(app, "rooms", "m") == 1);
+    set.key = "bomb";
+    set.value.data = (uint8_t *) "\xdd\xff\xff\xff\xff"; set.value.len = 5;
+    CHECK(s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err) == 400);
+    CHECK(strstr(err, "value is not one msgpack object: array at byte 0 declares"));
+    CHECK(s_found_ns(app, "rooms", "bomb") == 0);
+    set.msgpack = false;   /* the same bytes as plain bytes are fine */
+    CHECK(s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err) == 200);
+    cache_app_destroy(&app);
+    return 0;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+static cache_store_t *s_snap_store(void)
+{
+    cache_store_t *s = cache_store_new(200, 1 << 20);
+    if (s && (cache_store_add_namespace(s, "w", "wtinylfu", CACHE_STORE_PRIO_HIGH) != 0
+              || cache_store_add_namespace(s, "l", "lru", CACHE_STORE_PRIO_LOW) != 0))
+        cache_store_destroy(&s);
+    if (s) cache_store_set_clock(s, s_fake_clock, NULL);
+    return s;
+}
+
+static void s_snap_path(char *buf, size_t len, const char *what)
+{
+    snprintf(buf, len, "/tmp/quaver-cache-selftest-%d/%s/snapshot.bin", (int) getpid(), what);
+}
+
+/* Write, load into a fresh store: the same values, TTLs within tolerance, equal sketch
+ * estimates; entries whose TTL passed while "down" are skipped. */
+static int s_snapshot_round_trip(void)
+{
+    s_fake_now = 1000000;
+    cache_store_t *a = s_snap_store();
+    CHECK(a);
+    char key[32], val[64];
+    for (int i = 0; i < 120; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        val[0] = 0;   /* the codec's raw header */
+        int vl = snprintf(val + 1, sizeof val - 1, "value-%d", i);
+        const char *ns = i % 2 ? "w" : "l";
+        /* k0..k9 live 2 s, the rest 60 s + i ms, k7 (lru) forever */
+        int64_t ttl = i == 7 ? 0 : i < 10 ? 2000 : 60000 + i;
+        CHECK(cache_store_ns_set(a, ns, key, val, (size_t) vl + 1, ttl) == 0);
+    }
+    for (int r = 0; r < 5; r++)        /* some keys of "w" get hot */
+        for (int i = 1; i < 40; i += 2) {
+            snprintf(key, sizeof key, "k%d", i);
+            uint8_t *v = NULL; size_t vl = 0;
+            (void) cache_store_ns_get(a, "w", key, &v, &vl, NULL);
+            free(v);
+        }
+    char path[256], err[512];
+    s_snap_path(path, sizeof path, "rt");
+    size_t written = 0;
+    CHECK(cache_snapshot_write(a, path, CACHE_SNAPSHOT_MAX_ENTRIES, &written, err, sizeof err) == 0);
+    cache_store_stats_t sa;
+    cache_store_stats(a, &sa);
+    CHECK(written == sa.entries && written > 0);
+    int missing = -1;
+    cache_snapshot_t *snap = cache_snapshot_read(path, 1 << 26, &missing, err, sizeof err);
+    if (!snap) fprintf(stderr, "%s\n", err);
+    CHECK(snap && cache_snapshot_entries(snap) == written);
+
+    cache_store_t *b = s_snap_store();
+    CHECK(b);
+    cache_snapshot_stats_t st;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    /* 5 s later: the 2 s entries are gone (k7 never expires). */
+    cache_snapshot_apply(snap, b, now + 5000, cache_snapshot_load_direct, b, &st);
+    cache_snapshot_destroy(&snap);
+    if (st.expired != 9 || st.loaded != written - 9 || st.sketches != 1 || st.unknown != 0)
+        fprintf(stderr, "expired %zu loaded %zu of %zu sketches %zu unknown %zu\n", st.expired,
+                st.loaded, written, st.sketches, st.unknown);
+    CHECK(st.expired == 9 && st.loaded == written - 9 && st.sketches == 1 && st.unknown == 0);
+    /* The sketch came back as it was written: every estimate is the same (before any get below
+     * touches either store). */
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK(cache_store_ns_frequency(a, "w", key) == cache_store_ns_frequency(b, "w", key));
+    }
+    for (int i = 0; i < 120; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        const char *ns = i % 2 ? "w" : "l";
+        uint8_t *va = NULL, *vb = NULL; size_t la = 0, lb = 0;
+        int64_t ta = 0, tb = 0;
+        int ha = cache_store_ns_get(a, ns, key, &va, &la, &ta);
+        int hb = cache_store_ns_get(b, ns, key, &vb, &lb, &tb);
+        if (i < 10 && i != 7) CHECK(hb == 0);
+        else if (ha == 1) {
+            CHECK(hb == 1 && la == lb && memcmp(va, vb, la) == 0);
+            if (ta < 0) CHECK(tb < 0);
+            else CHECK(tb <= ta - 5000 + 500 && tb >= ta - 5000 - 2000);
+        }
+        free(va); free(vb);
+    }
+    CHECK(cache_store_ns_frequency(b, "w", "k1") >= 5);
+    CHECK(cache_store_ns_frequency(b, "l", "k1") == -1);
+    /* Sketches only (Redis down): no entries, the sketch still restored. */
+    snap = cache_snapshot_read(path, 1 << 26, &missing, err, sizeof err);
+    CHECK(snap);
+    cache_store_t *c = s_snap_store();
+    CHECK(c);
+    cache_snapshot_apply(snap, c, now, NULL, NULL, &st);
+    cache_snapshot_destroy(&snap);
+    cache_store_stats_t sc;
+    cache_store_stats(c, &sc);
+    CHECK(sc.entries == 0 && st.sketches == 1 && st.loaded == 0);
+    CHECK(cache_store_ns_frequency(c, "w", "k3") >= 5);
+    cache_store_destroy(&a); cache_store_destroy(&b); cache_store_destroy(&c);
+    unlink(path);
+    return 0;
+}
+
+static int s_write_file(const char *path, const uint8_t *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(b, 1, n, f);
+    fclose(f);
+    return w == n ? 0 : -1;
+}
+
+/* Missing, corrupt, truncated, wrong-magic, wrong-version and malformed files are refused
+ * whole, with a reason; nothing is applied. */
+static int s_snapshot_corrupt(void)
+{
+    s_fake_now = 1000;
+    cache_store_t *a = s_snap_store();
+    CHECK(a);
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK(cache_store_ns_set(a, i % 2 ? "w" : "l", key, "\x00v", 2, 60000) == 0);
+    }
+    char path[256], bad[300], err[512];
+    s_snap_path(path, sizeof path, "bad");
+    CHECK(cache_snapshot_write(a, path, 100, NULL, err, sizeof err) == 0);
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    FILE *f = fopen(path, "rb");
+    CHECK(f);
+    static uint8_t good[1 << 20], buf[1 << 20];
+    size_t n = fread(good, 1, sizeof good, f);
+    fclose(f);
+    CHECK(n > 24 && n < sizeof good);
+    int missing = -1;
+    CHECK(!cache_snapshot_read("/tmp/quaver-no-such-dir/snap.bin", 1 << 26, &missing, err,
+                               sizeof err) && missing == 1);
+    struct { const char *what; size_t len; size_t flip; uint8_t xor; const char *why; } cases[] = {
+        { "truncated", n - 1, 0, 0, "truncated" },
+        { "header only", 24, 0, 0, "truncated" },
+        { "empty", 0, 0, 0, "bad magic" },
+        { "flipped body byte", n, n - 3, 0x40, "checksum" },
+        { "wrong magic", n, 0, 0x20, "bad magic" },
+        { "wrong version", n, 8, 0x03, "version 2" },
+        { "longer", n + 1, 0, 0, "truncated" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(buf, good, n);
+        buf[n] = 0;
+        if (cases[i].xor) buf[cases[i].flip] ^= cases[i].xor;
+        CHECK(s_write_file(bad, buf, cases[i].len) == 0);
+        err[0] = 0;
+        cache_snapshot_t *s = cache_snapshot_read(bad, 1 << 26, &missing, err, sizeof err);
+        if (s || missing || !strstr(err, cases[i].why)) {
+            fprintf(stderr, "%s: '%s' does not say '%s'\n", cases[i].what, err, cases[i].why);
+            cache_snapshot_destroy(&s);
+            return 1;
+        }
+    }
+    /* A body cut short with a recomputed length and checksum: the records do not parse. */
+    memcpy(buf, good, n);
+    size_t cut = n - 5;
+    uLong crc = crc32(crc32(0, NULL, 0), buf + 24, (uInt) (cut - 24));
+    for (int i = 0; i < 4; i++) buf[12 + i] = (uint8_t) (crc >> (8 * i));
+    for (int i = 0; i < 8; i++) buf[16 + i] = (uint8_t) ((uint64_t) (cut - 24) >> (8 * i));
+    CHECK(s_write_file(bad, buf, cut) == 0);
+    CHECK(!cache_snapshot_read(bad, 1 << 26, &missing, err, sizeof err) && strstr(err, "malformed"));
+    /* Over the size limit: refused unread. */
+    CHECK(!cache_snapshot_read(path, 10, &missing, err, sizeof err) && strstr(err, "larger"));
+    /* The good one still reads. */
+    cache_snapshot_t *s = cache_snapshot_read(path, 1 << 26, &missing, err, sizeof err);
+    CHECK(s && cache_snapshot_entries(s) == 20);
+    cache_snapshot_destroy(&s);
+    unlink(bad);
+    unlink(path);
+    cache_store_destroy(&a);
+    return 0;
+}
+
+/* GetOrLoad through the dispatcher and the real tiers (no Redis), with a fake loader: the
+ * server's checks (400), a load stored with Set's semantics (a plain Get then finds it), a
+ * 404 remembered, a 503 passed through, and the per-namespace statistics. */
+static int s_gol_calls;
+static void s_gol_loader(void *ctx, const char *service, const char *method, const void *payload,
+                         size_t len, const qv_call_t *call, int timeout_ms, qv_result_t *out)
+{
+    s_gol_calls++;
+    memset(out, 0, sizeof *out);
+    const char *p = payload;
+    out->status = len >= 3 && memcmp(p, "404", 3) == 0 ? 404
+                : len >= 3 && memcmp(p, "503", 3) == 0 ? 503 : 200;
+    out->error = strdup(out->status == 503 ? "no database" : "");
+    if (out->status == 200) {
+        out->payload = malloc(len + 8);
+        out->len = (size_t) snprintf((char *) out->payload, len + 8, "val:%.*s", (int) len, p);
+    }
+}
+
+static int s_gol(cache_app_t *app, const char *ns, const char *key, const char *svc,
+                 const char *payload, Quaver__V1__CacheGetOrLoadReply **rep_p, char *err)
+{
+    Quaver__V1__CacheGetOrLoadRequest req = QUAVER__V1__CACHE_GET_OR_LOAD_REQUEST__INIT;
+    req.namespace_ = (char *) ns;
+    req.key = (char *) key;
+    req.loader_service = (char *) svc;
+    req.loader_method = "Get";
+    req.loader_payload.data = (uint8_t *) payload;
+    req.loader_payload.len = strlen(payload);
+    uint8_t *out = NULL;
+    size_t olen = 0;
+    int st = s_call(app, "GetOrLoad", &req.base, &out, &olen, err, 256);
+    *rep_p = st == 200 ? quaver__v1__cache_get_or_load_reply__unpack(NULL, olen, out) : NULL;
+    free(out);
+    return st;
+}
+
+static int s_server_get_or_load(void)
+{
+    cache_cfg_t cfg = s_cfg();
+    cfg.negative_ttl_ms = 5000;
+    cfg.grace_ms = 1000;
+    cfg.xfetch_beta = 1.0;
+    cache_app_t *app = cache_app_new(&cfg, NULL);
+    CHECK(app);
+    cache_load_set_loader(cache_app_load(app), s_gol_loader, NULL);
+    s_gol_calls = 0;
+    char err[256];
+    Quaver__V1__CacheGetOrLoadReply *rep = NULL;
+    struct { const char *ns, *key, *svc, *want; } bad[] = {
+        { "nope", "k", "loader", "unknown namespace 'nope'" },
+        { "rooms", "", "loader", "key is empty" },
+        { "rooms", "a_key_that_is_too_long", "loader", "max_key_bytes" },
+        { "rooms", "k", "", "loader_service is empty" },
+        { "rooms", "k", "cache", "loader_service 'cache'" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(s_gol(app, bad[i].ns, bad[i].key, bad[i].svc, "x", &rep, err) == 400);
+        CHECK(strstr(err, bad[i].want));
+    }
+    CHECK(s_gol_calls == 0);
+    /* A load: answered, then in the local tier for Get and for the next GetOrLoad. */
+    CHECK(s_gol(app, "rooms", "k", "loader", "abc", &rep, err) == 200 && rep);
+    CHECK(rep->found && strcmp(rep->source, "loader") == 0 && rep->value.len == 7
+          && memcmp(rep->value.data, "val:abc", 7) == 0);
+    quaver__v1__cache_get_or_load_reply__free_unpacked(rep, NULL);
+    CHECK(s_found_ns(app, "rooms", "k") == 1);
+    CHECK(s_found_ns(app, "users", "k") == 0);
+    CHECK(s_gol(app, "rooms", "k", "loader", "abc", &rep, err) == 200 && rep);
+    CHECK(rep->found && strcmp(rep->source, "local") == 0 && s_gol_calls == 1);
+    quaver__v1__cache_get_or_load_reply__free_unpacked(rep, NULL);
+    /* 404: absent, then "negative" without a call. */
+    CHECK(s_gol(app, "rooms", "gone", "loader", "404", &rep, err) == 200 && rep);
+    CHECK(!rep->found && strcmp(rep->source, "loader") == 0);
+    quaver__v1__cache_get_or_load_reply__free_unpacked(rep, NULL);
+    CHECK(s_gol(app, "rooms", "gone", "loader", "404", &rep, err) == 200 && rep);
+    CHECK(!rep->found && strcmp(rep->source, "negative") == 0 && s_gol_calls == 2);
+    quaver__v1__cache_get_or_load_reply__free_unpacked(rep, NULL);
+    CHECK(s_found_ns(app, "rooms", "gone") == 0);
+    /* 503: passed through, nothing kept. */
+    CHECK(s_gol(app, "rooms", "down", "loader", "503", &rep, err) == 503);
+    CHECK(strstr(err, "no database"));
+    CHECK(s_found_ns(app, "rooms", "down") == 0);
+    CHECK(s_gol(app, "rooms", "down", "loader", "503", &rep, err) == 503 && s_gol_calls == 4);
+    /* Statistics per namespace. */
+    uint8_t *out = NULL;
+    size_t olen = 0;
+    Quaver__V1__Empty empty = QUAVER__V1__EMPTY__INIT;
+    CHECK(s_call(app, "Stats", &empty.base, &out, &olen, err, sizeof err) == 200);
+    Quaver__V1__StatsReply *sr = quaver__v1__stats_reply__unpack(NULL, olen, out);
+    CHECK(sr);
+    int seen = 0;
+    for (size_t i = 0; i < sr->n_stats; i++) {
+        const char *n = sr->stats[i]->name;
+        double v = sr->stats[i]->value;
+        if (strcmp(n, "ns.rooms.loads") == 0) seen += v == 4;
+        if (strcmp(n, "ns.rooms.load_errors") == 0) seen += v == 2;
+        if (strcmp(n, "ns.rooms.load_absent") == 0) seen += v == 1;
+        if (strcmp(n, "ns.rooms.negative_hits") == 0) seen += v == 1;
+        if (strcmp(n, "ns.users.loads") == 0) seen += v == 0;
+    }
+    quaver__v1__stats_reply__free_unpacked(sr, NULL);
+    free(out);
+    CHECK(seen == 5);
+    cache_app_destroy(&app);
+    return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } s_tests[] = {
     { "store_bounds",      s_store_bounds },
     { "store_lru",         s_store_lru },
@@ -1522,6 +1884,15 @@ static const struct { const char *name; int (*fn)(void); } s_tests[] = {
     { "codec",             s_codec },
     { "server_compression", s_server_compression },
     { "redis_coherence",   s_redis_coherence },
+    { "msgpack_check",     s_msgpack_check },
+    { "snapshot_round_trip", s_snapshot_round_trip },
+    { "snapshot_corrupt",  s_snapshot_corrupt },
+    { "server_get_or_load", s_server_get_or_load },
+    { "load_xfetch",       cache_load_selftest_xfetch },
+    { "load_single_flight", cache_load_selftest_single_flight },
+    { "load_negative",     cache_load_selftest_negative },
+    { "load_refresh",      cache_load_selftest_refresh },
+    { "load_errors",       cache_load_selftest_errors },
     { NULL, NULL }
 };
 

@@ -21,6 +21,10 @@
 #include "cache_tracking.h"
 #include "cache_namespace.h"
 #include "cache_codec.h"
+#include "cache_load.h"
+#include "cache_msgpack.h"
+#include "cache_warmup.h"
+#include "cache_snapshot.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include "quaver/v1/cache.pb-c.h"
@@ -29,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define S_TICK_MS        250
 #define S_SWEEP_BUCKETS  1024   /* per tick: a full sweep of a 10k-entry table takes ~4 s */
@@ -51,6 +56,7 @@ struct cache_app_t {
     cache_store_t      *store;
     cache_tracking_t   *tracking;
     cache_redis_t      *redis;        /* NULL: no shared tier (selftests) */
+    cache_load_t       *load;         /* GetOrLoad (cache_load.c) */
     int64_t             started_ms;
     qv_metrics_t       *metrics;
     qv_metric_t        *m_misses, *m_redis_errors, *m_redis_up, *m_invalidations, *m_flushes;
@@ -257,6 +263,7 @@ void cache_app_set_metrics(cache_app_t *a, qv_metrics_t *m)
                                                    "namespace and cause", label);
         }
     }
+    cache_load_set_metrics(a->load, m, a->namespaces);
     s_update_gauges(a);
 }
 
@@ -273,6 +280,8 @@ static void s_flush_on_reconnect(void *app)
     cache_tracking_flush(a->tracking);
     qv_info("redis back: local tier flushed");
 }
+
+static int s_load_init(cache_app_t *a);   /* GetOrLoad's state, below the handlers */
 
 cache_app_t *cache_app_new(const cache_cfg_t *cfg, const char *redis_url)
 {
@@ -323,6 +332,7 @@ cache_app_t *cache_app_new(const cache_cfg_t *cfg, const char *redis_url)
         }
         cache_redis_on_reconnect(a->redis, s_flush_on_reconnect, a);
     }
+    if (s_load_init(a) != 0) { qv_error("out of memory"); cache_app_destroy(&a); return NULL; }
     return a;
 }
 
@@ -332,6 +342,7 @@ void cache_app_destroy(cache_app_t **self_p)
     cache_app_t *a = *self_p;
     /* The tracking thread calls into the Redis tier and the store: stop it first. */
     cache_tracking_destroy(&a->tracking);
+    cache_load_destroy(&a->load);
     cache_redis_destroy(&a->redis);
     cache_store_destroy(&a->store);
     cache_namespaces_destroy(&a->namespaces);
@@ -343,6 +354,8 @@ void cache_app_destroy(cache_app_t **self_p)
 bool cache_redis_up_for_test(cache_app_t *a) { return a->redis && cache_redis_up(a->redis); }
 
 cache_store_t *cache_app_store(cache_app_t *a) { return a->store; }
+
+struct cache_load_t *cache_app_load(cache_app_t *a) { return a->load; }
 
 void cache_app_tick(void *app)
 {
@@ -548,6 +561,10 @@ static int s_set(void *app, const qv_call_t *call, const ProtobufCMessage *msg, 
     if (req->ttl_ms < 0)
         return qv_reply_error(r, 400, "ttl_ms is negative (%lld); 0 means the namespace's "
                               "(%lld)", (long long) req->ttl_ms, (long long) ns->ttl_ms);
+    /* Structured values: exactly one msgpack object (cache_msgpack.h bounds what a hostile one
+     * can make msgpack-c allocate). */
+    if (req->msgpack && cache_msgpack_check(req->value.data, req->value.len, err, sizeof err) != 0)
+        return qv_reply_error(r, 400, "value is not one msgpack object: %s", err);
 
     Quaver__V1__Empty empty = QUAVER__V1__EMPTY__INIT;
     if (!a->cfg->cache_enabled) return s_ok(r, &empty.base);
@@ -742,6 +759,40 @@ static int s_clear(void *app, const qv_call_t *call, const ProtobufCMessage *msg
     return s_ok(r, &rep.base);
 }
 
+/* Warmup (admin): the namespace's Redis keys into the local tier (cache_warmup.h: SCAN +
+ * MGET, Get's coherence rules), at most max_keys, 0 = the namespace's fair share of the entry
+ * budget (local_max_entries / namespaces). The reply's `removed` counts the keys loaded.
+ * Redis down: nothing to copy, 200 with 0 (no call fails only because Redis is down). */
+static int s_warmup(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+{
+    cache_app_t *a = app;
+    const Quaver__V1__CacheWarmupRequest *req = (const Quaver__V1__CacheWarmupRequest *) msg;
+    char err[512];
+    const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
+    if (!ns) return qv_reply_error(r, 400, "%s", err);
+    int64_t share = a->cfg->local_max_entries / (int64_t) cache_namespaces_count(a->namespaces);
+    if (req->max_keys < 0)
+        return qv_reply_error(r, 400, "max_keys is negative (%lld); 0 means the namespace's "
+                              "share (%lld)", (long long) req->max_keys, (long long) share);
+    int64_t max = req->max_keys ? req->max_keys : (share > 0 ? share : 1);
+    if (max > a->cfg->local_max_entries) max = a->cfg->local_max_entries;
+    Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
+    if (a->cfg->cache_enabled && a->redis) {
+        s_ns_stats_t *st = &a->ns_stats[ns->index];
+        cache_warmup_env_t env = { a->store, a->redis, a->tracking,
+                                   (size_t) a->cfg->max_value_bytes, a->cfg->local_max_ttl_ms };
+        uint64_t rounds = 0;
+        int64_t n = cache_warmup_namespace(&env, ns->name, ns->ttl_ms, (size_t) max, &rounds);
+        atomic_fetch_add(&st->redis_round_trips, rounds);
+        if (n == -2) s_inc(&st->redis_errors);
+        rep.removed = n > 0 ? n : 0;
+        qv_log(QV_LOG_INFO, call->request_id, "cache: warmup of %s loaded %lld keys (at most "
+               "%lld)%s", ns->name, (long long) rep.removed, (long long) max,
+               n == -1 ? ", redis down" : n == -2 ? ", redis failed part way" : "");
+    }
+    return s_ok(r, &rep.base);
+}
+
 static int s_health(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
 {
     cache_app_t *a = app;
@@ -843,6 +894,13 @@ static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg
             snprintf(name, sizeof name, "ns.%s.%s", ns->name, rows[k].n);
             bad |= s_stat(rep, &cap, name, rows[k].v);
         }
+        const char *ln[CACHE_LOAD_NSTATS];   /* GetOrLoad's (cache_load.c) */
+        double lv[CACHE_LOAD_NSTATS];
+        for (size_t k = 0, nl = cache_load_stats(a->load, ns->index, ln, lv); k < nl; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "ns.%s.%s", ns->name, ln[k]);
+            bad |= s_stat(rep, &cap, name, lv[k]);
+        }
     }
     cache_store_stats_t ss;
     cache_store_stats(a->store, &ss);
@@ -869,6 +927,107 @@ static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg
     return rc;
 }
 
+/* ---- GetOrLoad (cache_load.c): the tiers as it sees them --------------------------------- */
+
+/* Get's lookup (s_lookup); local_only: the local tier alone, counted nowhere. */
+static int s_load_lookup(void *app, const cache_namespace_t *ns, const char *key,
+                         bool local_only, uint8_t **val_p, size_t *vlen_p, const char **tier_p)
+{
+    cache_app_t *a = app;
+    *val_p = NULL;
+    *vlen_p = 0;
+    char *full = a->cfg->cache_enabled ? s_full_key(ns->name, key) : NULL;
+    if (!full) return 0;
+    int hit = 0;
+    if (local_only) {
+        uint8_t *enc = NULL;
+        size_t elen = 0;
+        hit = cache_store_ns_get(a->store, ns->name, key, &enc, &elen, NULL) == 1
+              && s_decode(a, ns, key, full, false, enc, elen, val_p, vlen_p) == 0;
+        free(enc);
+        *tier_p = "local";
+    } else {
+        Quaver__V1__CacheGetReply rep = QUAVER__V1__CACHE_GET_REPLY__INIT;
+        s_lookup(a, ns, key, full, &rep, val_p);
+        hit = rep.found;
+        *vlen_p = rep.value.len;
+        *tier_p = rep.tier;
+    }
+    if (!hit) { free(*val_p); *val_p = NULL; }
+    free(full);
+    return hit;
+}
+
+/* Set's write path (as s_set after its checks) for a value a loader answered. */
+static int s_load_store(void *app, const cache_namespace_t *ns, const char *key,
+                        const void *value, size_t vlen, int64_t ttl_ms, const char *req_id)
+{
+    cache_app_t *a = app;
+    s_ns_stats_t *st = &a->ns_stats[ns->index];
+    uint8_t *enc = NULL;
+    size_t elen = 0;
+    int zlib = 0;
+    if (cache_codec_encode(value, vlen, ns->compress_min, &enc, &elen, &zlib) != 0) return -1;
+    char *full = s_full_key(ns->name, key);
+    if (!full) { free(enc); return -1; }
+    s_inc(&st->sets);
+    atomic_fetch_add(&st->set_bytes, vlen);
+    atomic_fetch_add(&st->stored_bytes, elen);
+    if (zlib) s_inc(&st->compressed);
+    cache_ticket_t t;
+    int rc = 0, rr = a->redis ? cache_redis_set(a->redis, full, enc, elen, ttl_ms, &t) : -1;
+    if (rr != -1) s_inc(&st->redis_round_trips);
+    if (rr == -1) t = cache_tracking_bump(a->tracking, full);   /* Redis down: local only */
+    if (rr == 0 || rr == -1) {
+        s_commit(a, ns, key, full, t, enc, elen, s_local_ttl(a, ttl_ms, -1));
+    } else {
+        s_inc(&st->redis_errors);
+        (void) cache_tracking_bump(a->tracking, full);
+        (void) cache_store_ns_delete(a->store, ns->name, key);
+        qv_log(QV_LOG_WARN, req_id, "redis SET %s failed; loaded value not cached", full);
+        rc = -1;
+    }
+    free(enc);
+    free(full);
+    return rc;
+}
+
+/* Delete's path (both tiers, after a bump). */
+static void s_load_remove(void *app, const cache_namespace_t *ns, const char *key)
+{
+    cache_app_t *a = app;
+    char *full = s_full_key(ns->name, key);
+    if (!full) return;
+    (void) cache_tracking_bump(a->tracking, full);
+    (void) cache_store_ns_delete(a->store, ns->name, key);
+    if (a->redis) (void) cache_redis_del(a->redis, full);
+    free(full);
+}
+
+static int s_load_init(cache_app_t *a)
+{
+    const cache_cfg_t *c = a->cfg;
+    cache_load_cfg_t lc = { c->broker, c->negative_ttl_ms, c->grace_ms, c->xfetch_beta,
+                            c->load_timeout_ms, (size_t) c->local_max_entries,
+                            c->max_value_bytes, c->cache_enabled };
+    cache_load_ops_t ops = { s_load_lookup, s_load_store, s_load_remove, NULL, a };
+    a->load = cache_load_new(&lc, &ops, cache_namespaces_count(a->namespaces));
+    return a->load ? 0 : -1;
+}
+
+static int s_get_or_load(void *app, const qv_call_t *call, const ProtobufCMessage *msg,
+                         qv_reply_t *r)
+{
+    cache_app_t *a = app;
+    const Quaver__V1__CacheGetOrLoadRequest *req =
+        (const Quaver__V1__CacheGetOrLoadRequest *) msg;
+    char err[512];
+    const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
+    if (!ns || s_check_key(a, req->key, false, "key", err, sizeof err) != 0)
+        return qv_reply_error(r, 400, "%s", err);
+    return cache_load_handle(a->load, ns, call, req, r);
+}
+
 const qv_method_t cache_methods[] = {
     { "Get",               &quaver__v1__cache_key__descriptor,             s_get,    QV_READONLY },
     { "MGet",              &quaver__v1__cache_mget_request__descriptor,    s_mget,   QV_READONLY },
@@ -878,19 +1037,91 @@ const qv_method_t cache_methods[] = {
     { "InvalidatePattern", &quaver__v1__cache_pattern_request__descriptor, s_invalidate_pattern,
       0 },
     { "Clear",             &quaver__v1__cache_clear_request__descriptor,   s_clear,  QV_ADMIN },
+    { "GetOrLoad",         &quaver__v1__cache_get_or_load_request__descriptor, s_get_or_load,
+      0 },
+    { "Warmup",            &quaver__v1__cache_warmup_request__descriptor,  s_warmup, QV_ADMIN },
     { "Health",            &quaver__v1__empty__descriptor,                 s_health, QV_READONLY },
     { "Stats",             &quaver__v1__empty__descriptor,                 s_stats,  QV_READONLY },
     { NULL, NULL, NULL, 0 }
 };
 
+/* ---- snapshots (cache_snapshot.h) ------------------------------------------------------ */
+
+static bool s_snapshot_on(const cache_app_t *a)
+{
+    return a->cfg->snapshot_path && *a->cfg->snapshot_path;
+}
+
+/* Runs on the server loop's thread (the timer, then the stop path): the workers go on serving
+ * meanwhile, except while the store's entries are copied out under its mutex. */
+void cache_app_snapshot_save(void *app)
+{
+    cache_app_t *a = app;
+    if (!s_snapshot_on(a) || !a->cfg->cache_enabled) return;
+    char err[512];
+    size_t n = 0;
+    int64_t t0 = qv_mono_ms();
+    if (cache_snapshot_write(a->store, a->cfg->snapshot_path, CACHE_SNAPSHOT_MAX_ENTRIES, &n, err,
+                             sizeof err) != 0)
+        qv_warn("cache: snapshot not written: %s", err);
+    else
+        qv_info("cache: snapshot of %zu entries written to %s in %lld ms", n,
+                a->cfg->snapshot_path, (long long) (qv_mono_ms() - t0));
+}
+
+/* Coherence: Redis may have changed while we were down, so an entry is kept only if Redis
+ * still holds exactly its bytes (cache_warmup_keys: MGET with tickets, TTL bounded by PTTL). */
+static int64_t s_snapshot_load_batch(void *app, const char *ns, const char *const *keys,
+                                     const cache_warmup_expect_t *expect, size_t n)
+{
+    cache_app_t *a = app;
+    const cache_namespace_t *nd = cache_namespaces_find(a->namespaces, ns);
+    if (!nd) return 0;
+    cache_warmup_env_t env = { a->store, a->redis, a->tracking,
+                               (size_t) a->cfg->max_value_bytes, a->cfg->local_max_ttl_ms };
+    return cache_warmup_keys(&env, ns, nd->ttl_ms, keys, n, expect, NULL);
+}
+
+void cache_app_snapshot_load(cache_app_t *a)
+{
+    if (!s_snapshot_on(a) || !a->cfg->cache_enabled) return;
+    char err[512];
+    int missing = 0;
+    /* No snapshot we write is larger than the byte budget plus per-entry framing and the
+     * sketches; anything far larger is not ours. */
+    size_t max = (size_t) a->cfg->local_max_bytes * 2 + ((size_t) 1 << 30);
+    cache_snapshot_t *snap = cache_snapshot_read(a->cfg->snapshot_path, max, &missing, err,
+                                                 sizeof err);
+    if (!snap) {
+        if (missing) qv_info("cache: no snapshot to load (%s)", err);
+        else qv_warn("cache: snapshot ignored: %s", err);
+        return;
+    }
+    bool redis_up = a->redis && cache_redis_up(a->redis);
+    cache_snapshot_stats_t st;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    cache_snapshot_apply(snap, a->store, (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                         redis_up ? s_snapshot_load_batch : NULL, a, &st);
+    qv_info("cache: snapshot %s: %zu of %zu entries loaded (%zu expired, %zu changed in or "
+            "gone from redis, %zu of unknown namespaces), %zu sketches restored%s",
+            a->cfg->snapshot_path, st.loaded, cache_snapshot_entries(snap), st.expired,
+            st.refused, st.unknown, st.sketches,
+            redis_up ? "" : "; redis down: values not loaded (they could not be checked)");
+    cache_snapshot_destroy(&snap);
+}
+
 int cache_server_run(const cache_cfg_t *cfg)
 {
     cache_app_t *app = cache_app_new(cfg, cfg->redis_url);
     if (!app) return -1;
+    cache_app_snapshot_load(app);   /* before any worker serves */
     qv_server_t *srv = qv_server_new("cache", (const qv_common_cfg_t *) cfg, cache_methods, app);
     if (!srv) { cache_app_destroy(&app); return -1; }
     cache_app_set_metrics(app, qv_server_metrics(srv));
     qv_server_add_timer(srv, S_TICK_MS, cache_app_tick);
+    if (s_snapshot_on(app) && cfg->snapshot_interval_s > 0)
+        qv_server_add_timer(srv, (int) (cfg->snapshot_interval_s * 1000), cache_app_snapshot_save);
     /* Log host:port only: the URL may hold a password. */
     char where[256];
     cache_redis_describe(app->redis, where, sizeof where);
@@ -907,6 +1138,7 @@ int cache_server_run(const cache_cfg_t *cfg)
                 z);
     }
     int rc = qv_server_run(srv);
+    cache_app_snapshot_save(app);   /* the workers have stopped: the final state */
     qv_server_destroy(&srv);
     cache_app_destroy(&app);
     return rc;

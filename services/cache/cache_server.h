@@ -20,6 +20,12 @@ typedef struct {
     int64_t redis_timeout_ms;
     char   *namespaces;         /* the namespace table (cache_namespace.h); NULL = default */
     int64_t local_max_ttl_ms;   /* no local copy lives longer, whatever its TTL */
+    int64_t negative_ttl_ms;    /* GetOrLoad: a loader's 404 is remembered this long */
+    int64_t grace_ms;           /* GetOrLoad: stale-while-revalidate window past the TTL */
+    double  xfetch_beta;        /* GetOrLoad: XFetch's beta (0: no early refresh) */
+    int64_t load_timeout_ms;    /* GetOrLoad: loader timeout when the caller set no deadline */
+    char   *snapshot_path;      /* snapshot file (cache_snapshot.h); NULL or "" = none */
+    int64_t snapshot_interval_s;/* also written this often (0: at shutdown only) */
 } cache_cfg_t;
 
 /* Runs until SIGINT/SIGTERM. cfg is borrowed. Returns 0 on a clean stop, -1 if it could not
@@ -37,8 +43,16 @@ void cache_app_set_metrics(cache_app_t *self, qv_metrics_t *metrics);
 /* The timer's work: Redis reconnects, expiry sweep, gauges. (Invalidations arrive on the
  * tracking thread, not here.) */
 void cache_app_tick(void *app);
+/* Snapshots (cache_snapshot.h). save: writes cfg->snapshot_path (the timer's function, and
+ * the stop path's). load: at start, before serving; a missing, corrupt or foreign file is
+ * logged and ignored. Entries are kept only when Redis is up and still holds the same bytes
+ * (one MGET per batch); with Redis down only the sketches are restored. */
+void cache_app_snapshot_save(void *app);
+void cache_app_snapshot_load(cache_app_t *self);
 /* The app's local tier, borrowed (for tests that plant values in it). */
 struct cache_store_t *cache_app_store(cache_app_t *self);
+/* The app's GetOrLoad state (cache_load.h), borrowed (for tests that inject a loader). */
+struct cache_load_t *cache_app_load(cache_app_t *self);
 /* True when the app has a Redis tier and it is up (for tests). */
 bool cache_redis_up_for_test(cache_app_t *self);
 /* Splits a Redis key "quaver:<ns>:<key>" (len bytes, not NUL-terminated) into the namespace

@@ -72,3 +72,14 @@ unsigned cache_sketch_estimate(const cache_sketch_t *s, uint64_t hash)
 
 size_t cache_sketch_size(const cache_sketch_t *s) { return s->size; }
 size_t cache_sketch_sample_size(const cache_sketch_t *s) { return s->sample; }
+
+size_t cache_sketch_words(const cache_sketch_t *s) { return 4 * s->words; }
+const uint64_t *cache_sketch_table(const cache_sketch_t *s) { return s->table; }
+
+int cache_sketch_load(cache_sketch_t *s, const uint64_t *table, size_t nwords, size_t size)
+{
+    if (nwords != 4 * s->words) return -1;
+    for (size_t i = 0; i < nwords; i++) s->table[i] = table[i];
+    s->size = size < s->sample ? size : s->sample - 1;
+    return 0;
+}

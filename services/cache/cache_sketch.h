@@ -23,5 +23,11 @@ unsigned cache_sketch_estimate(const cache_sketch_t *self, uint64_t hash);
 /* Increments since the last reset, and the sample size that triggers one. */
 size_t cache_sketch_size(const cache_sketch_t *self);
 size_t cache_sketch_sample_size(const cache_sketch_t *self);
+/* For snapshots (cache_snapshot.h): the counter table is cache_sketch_words() 64-bit words,
+ * read with _table(). _load copies a table of the same size back and sets the increment
+ * count (at most the sample size); 0, or -1 when nwords does not match (nothing changed). */
+size_t cache_sketch_words(const cache_sketch_t *self);
+const uint64_t *cache_sketch_table(const cache_sketch_t *self);
+int cache_sketch_load(cache_sketch_t *self, const uint64_t *table, size_t nwords, size_t size);
 
 #endif

@@ -1,6 +1,7 @@
 /* cache_store: the local tier (see cache_store.h for what it guarantees). */
 #include "cache_store.h"
 #include "cache_policy.h"
+#include "cache_sketch.h"
 #include "qv_clock.h"
 #include <pthread.h>
 #include <sodium.h>
@@ -29,6 +30,8 @@ struct cache_store_t {
 };
 
 static int64_t s_default_clock(void *ctx) { (void) ctx; return qv_mono_ms(); }
+_Static_assert(crypto_shorthash_KEYBYTES == CACHE_STORE_HASH_KEY_BYTES,
+               "the snapshot's hash key is SipHash's key");
 
 /* SipHash-2-4 (libsodium's crypto_shorthash) under a random per-store key: keys often carry
  * user input (room ids, usernames), and an unkeyed hash would let a caller build colliding
@@ -500,4 +503,117 @@ void cache_store_stats(cache_store_t *self, cache_store_stats_t *out)
         out->expirations += n->ev[CACHE_EVICT_EXPIRED];
     }
     pthread_mutex_unlock(&self->mu);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+typedef struct { cache_entry_t *e; unsigned freq; } s_rank_t;
+
+static int s_rank_cmp(const void *x, const void *y)
+{
+    const s_rank_t *a = x, *b = y;
+    if (a->freq != b->freq) return a->freq > b->freq ? -1 : 1;
+    /* expires_ms 0 (never) sorts as the longest-lived */
+    uint64_t ea = (uint64_t) a->e->expires_ms - 1, eb = (uint64_t) b->e->expires_ms - 1;
+    return ea > eb ? -1 : ea < eb ? 1 : 0;
+}
+
+void cache_store_items_free(cache_store_item_t *items, size_t n)
+{
+    for (size_t i = 0; items && i < n; i++) { free(items[i].key); free(items[i].value); }
+    free(items);
+}
+
+int cache_store_export(cache_store_t *self, size_t max, cache_store_item_t **items_p,
+                       size_t *n_p)
+{
+    *items_p = NULL;
+    *n_p = 0;
+    pthread_mutex_lock(&self->mu);
+    int64_t now = self->now(self->now_ctx);
+    s_rank_t *r = malloc((self->entries ? self->entries : 1) * sizeof *r);
+    size_t n = 0;
+    for (size_t b = 0; r && b < self->nbuckets; b++)
+        for (cache_entry_t *e = self->buckets[b]; e; e = e->hnext) {
+            if (s_expired(e, now) || n == self->entries) continue;
+            cache_sketch_t *sk = cache_policy_sketch(self->ns[e->ns].policy);
+            r[n].e = e;
+            r[n++].freq = sk ? cache_sketch_estimate(sk, e->hash) : 0;
+        }
+    if (r) qsort(r, n, sizeof *r, s_rank_cmp);
+    if (n > max) n = max;
+    cache_store_item_t *items = r ? calloc(n ? n : 1, sizeof *items) : NULL;
+    int rc = items ? 0 : -1;
+    for (size_t i = 0; items && i < n; i++) {
+        cache_entry_t *e = r[i].e;
+        items[i].ns = e->ns;
+        items[i].key = strdup(e->key);
+        items[i].value = malloc(e->vlen ? e->vlen : 1);
+        if (!items[i].key || !items[i].value) { rc = -1; n = i + 1; break; }
+        if (e->vlen) memcpy(items[i].value, e->value, e->vlen);
+        items[i].vlen = e->vlen;
+        items[i].ttl_left_ms = e->expires_ms ? e->expires_ms - now : -1;
+        items[i].freq = r[i].freq;
+    }
+    pthread_mutex_unlock(&self->mu);
+    free(r);
+    if (rc != 0) { cache_store_items_free(items, n); return -1; }
+    *items_p = items;
+    *n_p = n;
+    return 0;
+}
+
+void cache_store_hash_key(cache_store_t *self, uint8_t key[CACHE_STORE_HASH_KEY_BYTES])
+{
+    pthread_mutex_lock(&self->mu);
+    memcpy(key, self->hash_key, CACHE_STORE_HASH_KEY_BYTES);
+    pthread_mutex_unlock(&self->mu);
+}
+
+int cache_store_set_hash_key(cache_store_t *self, const uint8_t key[CACHE_STORE_HASH_KEY_BYTES])
+{
+    pthread_mutex_lock(&self->mu);
+    int ok = self->entries == 0;
+    if (ok) memcpy(self->hash_key, key, CACHE_STORE_HASH_KEY_BYTES);
+    pthread_mutex_unlock(&self->mu);
+    return ok ? 0 : -1;
+}
+
+int cache_store_ns_sketch_get(cache_store_t *self, const char *ns, uint64_t *table, size_t cap,
+                              size_t *words, uint64_t *size)
+{
+    pthread_mutex_lock(&self->mu);
+    int ni = s_ns_find(self, ns);
+    cache_sketch_t *sk = ni < 0 ? NULL : cache_policy_sketch(self->ns[ni].policy);
+    *words = sk ? cache_sketch_words(sk) : 0;
+    if (sk && table) {
+        size_t n = *words < cap ? *words : cap;
+        memcpy(table, cache_sketch_table(sk), n * sizeof *table);
+        *size = cache_sketch_size(sk);
+    }
+    pthread_mutex_unlock(&self->mu);
+    return ni < 0 ? CACHE_STORE_NO_NS : 0;
+}
+
+int cache_store_ns_sketch_put(cache_store_t *self, const char *ns, const uint64_t *table,
+                              size_t words, uint64_t size)
+{
+    pthread_mutex_lock(&self->mu);
+    int ni = s_ns_find(self, ns);
+    cache_sketch_t *sk = ni < 0 ? NULL : cache_policy_sketch(self->ns[ni].policy);
+    int rc = ni < 0 ? CACHE_STORE_NO_NS
+           : sk ? cache_sketch_load(sk, table, words, (size_t) size) : -1;
+    pthread_mutex_unlock(&self->mu);
+    return rc;
+}
+
+int cache_store_ns_frequency(cache_store_t *self, const char *ns, const char *key)
+{
+    pthread_mutex_lock(&self->mu);
+    int ni = s_ns_find(self, ns);
+    cache_sketch_t *sk = ni < 0 ? NULL : cache_policy_sketch(self->ns[ni].policy);
+    int f = sk ? (int) cache_sketch_estimate(sk, s_hash(self, (uint16_t) ni, key, strlen(key)))
+               : -1;
+    pthread_mutex_unlock(&self->mu);
+    return f;
 }

@@ -123,4 +123,39 @@ size_t cache_store_expire(cache_store_t *self, size_t buckets);
 /* Totals over every namespace. */
 void cache_store_stats(cache_store_t *self, cache_store_stats_t *out);
 
+/* ---- snapshots (cache_snapshot.h) ------------------------------------------------------- */
+
+#define CACHE_STORE_HASH_KEY_BYTES 16
+
+/* One live entry, copied out. */
+typedef struct {
+    size_t   ns;            /* the namespace's index, in registration order */
+    char    *key;           /* NUL-terminated */
+    uint8_t *value;
+    size_t   vlen;
+    int64_t  ttl_left_ms;   /* -1: no expiry */
+    unsigned freq;          /* the namespace's W-TinyLFU sketch estimate, 0 for other policies */
+} cache_store_item_t;
+
+/* Copies up to max live entries of every namespace into *items_p (*n_p of them; caller frees
+ * with cache_store_items_free), the hottest first: highest sketch estimate, then longest time
+ * to live. Sorting and copying run under the store's mutex: O(n log n) in the entries held,
+ * once per snapshot. 0, or -1 when out of memory. */
+int cache_store_export(cache_store_t *self, size_t max, cache_store_item_t **items_p,
+                       size_t *n_p);
+void cache_store_items_free(cache_store_item_t *items, size_t n);
+/* The hash key (SipHash key): a sketch means something only under the key it was built
+ * with. set: only into an empty store (0), else -1 and nothing changes. */
+void cache_store_hash_key(cache_store_t *self, uint8_t key[CACHE_STORE_HASH_KEY_BYTES]);
+int cache_store_set_hash_key(cache_store_t *self, const uint8_t key[CACHE_STORE_HASH_KEY_BYTES]);
+/* The namespace's frequency sketch, W-TinyLFU only: words gets its size in 64-bit words (0:
+ * the policy has none). get copies at most cap words into table and the increment count into
+ * *size; put loads one of exactly that size. 0, -1, or CACHE_STORE_NO_NS. */
+int cache_store_ns_sketch_get(cache_store_t *self, const char *ns, uint64_t *table, size_t cap,
+                              size_t *words, uint64_t *size);
+int cache_store_ns_sketch_put(cache_store_t *self, const char *ns, const uint64_t *table,
+                              size_t words, uint64_t size);
+/* The sketch's estimate for key (0..15), or -1 when the policy has no sketch. */
+int cache_store_ns_frequency(cache_store_t *self, const char *ns, const char *key);
+
 #endif

@@ -31,6 +31,20 @@ static const qv_cfg_key_t s_keys[] = {
     { "local_max_ttl_ms", QV_CFG_INT, offsetof(cache_cfg_t, local_max_ttl_ms), "60000", 100,
       86400000, NULL, 0, "no local copy lives longer than this, even if an invalidation from "
       "Redis is lost" },
+    { "negative_ttl_ms", QV_CFG_INT, offsetof(cache_cfg_t, negative_ttl_ms), "5000", 0,
+      3600000, NULL, 0, "GetOrLoad: how long a loader's 404 is remembered (0: not at all)" },
+    { "grace_ms", QV_CFG_INT, offsetof(cache_cfg_t, grace_ms), "10000", 0, 86400000, NULL, 0,
+      "GetOrLoad: an expired loaded value is served this long while one refresh runs" },
+    { "xfetch_beta", QV_CFG_DOUBLE, offsetof(cache_cfg_t, xfetch_beta), "1", 0, 100, NULL, 0,
+      "GetOrLoad: XFetch early-refresh beta (>1 earlier, 0 off)" },
+    { "load_timeout_ms", QV_CFG_INT, offsetof(cache_cfg_t, load_timeout_ms), "10000", 1,
+      600000, NULL, 0, "GetOrLoad: loader timeout when the caller set no deadline" },
+    { "snapshot_path", QV_CFG_STR, offsetof(cache_cfg_t, snapshot_path),
+      "./var/cache/snapshot.bin", 0, 4096, NULL, 0, "the local tier's hottest entries and "
+      "frequency sketches are saved here at shutdown and every snapshot_interval_s, and loaded "
+      "at start (empty: off)" },
+    { "snapshot_interval_s", QV_CFG_INT, offsetof(cache_cfg_t, snapshot_interval_s), "300", 0,
+      86400, NULL, 0, "how often the snapshot is written while running (0: at shutdown only)" },
     { NULL, 0, 0, NULL, 0, 0, NULL, 0, NULL }
 };
 
