@@ -11,6 +11,7 @@
 #include "gw_routes.h"
 #include "gw_server.h"
 #include "gw_range.h"
+#include "gw_cache.h"
 #include "qv_log.h"
 #include "quaver/v1/stream.pb-c.h"
 #include <stdio.h>
@@ -19,33 +20,6 @@
 #include <time.h>
 
 #define GW_READ_CHUNK (1024 * 1024)
-
-/* Does an If-None-Match list name our ETag? Weak comparison, as RFC 7232 says for it. */
-static bool s_etag_listed(const char *list, const char *etag)
-{
-    size_t el = strlen(etag);
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        if (*p == '*')
-            return true;
-        if (p[0] == 'W' && p[1] == '/')
-            p += 2;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t) (t - p) == el && memcmp(p, etag, el) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
 
 static void s_http_date(int64_t ms, char *buf, size_t len)
 {
@@ -107,7 +81,7 @@ int gw_h_stream(gw_req_t *req)
     char extra[512];
 
     const char *inm = gw_header(req, "If-None-Match");
-    if (inm && s_etag_listed(inm, etag)) {
+    if (inm && gw_cache_etag_listed(inm, etag)) {
         snprintf(extra, sizeof extra, "ETag: %s\r\nCache-Control: %s\r\nAccept-Ranges: bytes\r\n",
                  etag, cache);
         gw_send_headers(req, 304, mime, -1, extra);
