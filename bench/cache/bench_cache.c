@@ -33,6 +33,7 @@
  *   bench_cache [--runs 5] [--calls 5000] [--sizes 100,4096,4096j] [--clients 50] [--seconds 2]
  *               [--requests 100000] [--ns api_response] [--workers N] [--daemon PATH]
  */
+#include "bench_common.h"
 #include "qv_rpc.h"
 #include "qv_mdp.h"
 #include "qv_clock.h"
@@ -43,7 +44,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -54,16 +54,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define S_MAX_RUNS     64
+#define S_MAX_RUNS     BENCH_MAX_RUNS
 #define S_MAX_SIZES    8
 #define S_MAX_CLIENTS  256
-#define S_MAX_CHILDREN 8
 #define S_TIMEOUT_MS   5000
 
 typedef struct {
@@ -80,82 +78,13 @@ static s_opts_t s_opts = { 5, 5000, 50, 2, 100000, 0, { 100, 4096, 4096 },
 
 /* ---- child processes -------------------------------------------------------------------- */
 
-static pid_t s_child[S_MAX_CHILDREN];
-static volatile sig_atomic_t s_nchild;
 static char s_tmpdir[] = "/tmp/bench_cache.XXXXXX";
 static bool s_keep_logs;
-
-/* fork + execv(path, argv). The child's stdout and stderr go to the file log when log is set,
- * or stdout into a pipe returned in *out_fd when out_fd is set. Only async-signal-safe calls
- * between fork and exec: we have threads. */
-static pid_t s_spawn(const char *path, char *const argv[], const char *log, int *out_fd)
-{
-    int fds[2] = { -1, -1 };
-    if (out_fd && pipe(fds) != 0)
-        return -1;
-    int logfd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-    if (log && logfd < 0)
-        return -1;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)        /* the parent died before prctl */
-            _exit(1);
-        if (logfd >= 0) {
-            dup2(logfd, STDOUT_FILENO);
-            dup2(logfd, STDERR_FILENO);
-        }
-        if (out_fd) {
-            dup2(fds[1], STDOUT_FILENO);
-            close(fds[0]);
-            close(fds[1]);
-        }
-        execv(path, argv);
-        _exit(127);
-    }
-    if (logfd >= 0)
-        close(logfd);
-    if (out_fd) {
-        close(fds[1]);
-        if (pid < 0)
-            close(fds[0]);
-        else
-            *out_fd = fds[0];
-    }
-    if (pid > 0 && s_nchild < S_MAX_CHILDREN)
-        s_child[s_nchild++] = pid;
-    return pid;
-}
-
-/* Forgets a child that has been waited for (redis-benchmark after each run). */
-static void s_forget(pid_t pid)
-{
-    for (int i = 0; i < s_nchild; i++)
-        if (s_child[i] == pid) {
-            s_child[i] = s_child[s_nchild - 1];
-            s_nchild--;
-            return;
-        }
-}
 
 /* Asks every child to stop, waits up to two seconds each, then kills what is left. */
 static void s_reap(void)
 {
-    for (int i = 0; i < s_nchild; i++)
-        kill(s_child[i], SIGTERM);
-    for (int i = 0; i < s_nchild; i++) {
-        int64_t end = qv_mono_ms() + 2000;
-        while (waitpid(s_child[i], NULL, WNOHANG) == 0) {
-            if (qv_mono_ms() >= end) {
-                kill(s_child[i], SIGKILL);
-                waitpid(s_child[i], NULL, 0);
-                break;
-            }
-            usleep(5000);
-        }
-    }
-    s_nchild = 0;
+    bench_reap(2000);
 }
 
 static char s_log_path[2][PATH_MAX];     /* redis.log, cache.log in s_tmpdir */
@@ -185,10 +114,7 @@ static void s_at_exit(void)
 
 static void s_on_signal(int sig)
 {
-    for (int i = 0; i < s_nchild; i++)
-        kill(s_child[i], SIGKILL);
-    for (int i = 0; i < s_nchild; i++)
-        waitpid(s_child[i], NULL, 0);
+    bench_kill_children();
     s_remove_logs();
     _exit(128 + sig);
 }
@@ -307,7 +233,7 @@ static bool s_wait_health(pid_t daemon, int timeout_ms, char *last, size_t last_
     snprintf(last, last_len, "no answer");
     while (qv_mono_ms() < end) {
         if (waitpid(daemon, NULL, WNOHANG) == daemon) {
-            s_forget(daemon);
+            bench_forget(daemon);
             snprintf(last, last_len, "quaver-cache exited");
             return false;
         }
@@ -481,12 +407,6 @@ static void *s_latency_main(void *arg)
     return NULL;
 }
 
-static int s_cmp64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
-
 /* One latency run for one value: p50/p99 (µs) and the daemon's mean time per call (µs, -1
  * when unknown) of every path. */
 static void s_latency(const s_item_t *it, int run, double p50[S_NPATHS], double p99[S_NPATHS],
@@ -501,9 +421,7 @@ static void s_latency(const s_item_t *it, int run, double p50[S_NPATHS], double 
     pthread_create(&t, NULL, s_latency_main, &l);
     pthread_join(t, NULL);
     for (int p = 0; p < S_NPATHS; p++) {
-        qsort(l.lat[p], (size_t) n, sizeof(int64_t), s_cmp64);
-        p50[p] = (double) l.lat[p][n / 2];
-        p99[p] = (double) l.lat[p][(int) ((double) n * 0.99)];
+        bench_p50_p99(l.lat[p], n, &p50[p], &p99[p]);
         server_us[p] = l.server_n[p] > 0 ? l.server_s[p] / l.server_n[p] * 1e6 : -1;
         free(l.lat[p]);
     }
@@ -622,7 +540,7 @@ static double s_redis_benchmark(const s_item_t *it, double *p50_us)
                      (char *) "-t", (char *) "get", (char *) "-d", size, (char *) "--csv",
                      NULL };
     int fd = -1;
-    pid_t pid = s_spawn("/usr/bin/redis-benchmark", argv, NULL, &fd);
+    pid_t pid = bench_spawn("/usr/bin/redis-benchmark", argv, NULL, &fd);
     if (pid < 0)
         s_die("cannot start redis-benchmark");
     FILE *f = fdopen(fd, "r");
@@ -642,52 +560,13 @@ static double s_redis_benchmark(const s_item_t *it, double *p50_us)
         fclose(f);
     int status = 0;
     waitpid(pid, &status, 0);
-    s_forget(pid);
+    bench_forget(pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return -1;
     return rps;
 }
 
 /* ---- statistics and the report ------------------------------------------------------------ */
-
-static double s_median(const double *in, int n)
-{
-    double v[S_MAX_RUNS];
-    memcpy(v, in, (size_t) n * sizeof *v);
-    for (int i = 1; i < n; i++)        /* insertion sort: n is the number of runs */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static double s_min(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] < m ? v[i] : m;
-    return m;
-}
-
-static double s_max(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
-
-static double s_loadavg(void)
-{
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1)
-            l = -1;
-        fclose(f);
-    }
-    return l;
-}
 
 /* The first line a command prints, or "unknown". popen before any thread is started. */
 static void s_first_line(const char *cmd, char *out, size_t len)
@@ -703,22 +582,9 @@ static void s_first_line(const char *cmd, char *out, size_t len)
 
 static void s_machine(const char *redis_version, double load_start, double load_end)
 {
-    char model[256] = "unknown", line[512];
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            char *colon = strchr(line, ':');
-            if (colon) {
-                snprintf(model, sizeof model, "%s", colon + 2);
-                model[strcspn(model, "\n")] = '\0';
-            }
-            break;
-        }
-    if (f)
-        fclose(f);
-    char date[64];
-    time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    char model[256], date[64];
+    bench_cpu_model(model, sizeof model);
+    bench_utc_date(date, sizeof date);
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
     printf("| date | machine | redis-server | hiredis | libzmq | load average (1 min) at start, "
@@ -834,7 +700,7 @@ static void s_start_redis(void)
                      (char *) "127.0.0.1", (char *) "--save", (char *) "", (char *) "--appendonly",
                      (char *) "no", (char *) "--daemonize", (char *) "no", (char *) "--dir",
                      s_tmpdir, NULL };
-    if ((s_cpu_pid[C_REDIS] = s_spawn("/usr/bin/redis-server", argv, log, NULL)) < 0)
+    if ((s_cpu_pid[C_REDIS] = bench_spawn("/usr/bin/redis-server", argv, log, NULL)) < 0)
         s_die("cannot start redis-server");
     for (int64_t end = qv_mono_ms() + 10000; qv_mono_ms() < end; usleep(20 * 1000)) {
         redisContext *c = s_redis_connect();
@@ -872,7 +738,7 @@ static pid_t s_start_daemon(const char *path)
         argv[n++] = (char *) "--set"; argv[n++] = workers;
     }
     argv[n] = NULL;
-    pid_t pid = s_spawn(path, argv, log, NULL);
+    pid_t pid = bench_spawn(path, argv, log, NULL);
     if (pid < 0)
         s_die("cannot start %s", path);
     return pid;
@@ -983,7 +849,7 @@ int main(int argc, char **argv)
     static double tput[S_MAX_SIZES][T_N][S_MAX_RUNS], rb_p50[S_MAX_SIZES][S_MAX_RUNS];
     static double cpu[S_MAX_SIZES][T_N][C_N][S_MAX_RUNS];
     static double srv[S_MAX_SIZES][S_NPATHS][S_MAX_RUNS];
-    double load_start = s_loadavg();
+    double load_start = bench_loadavg();
     for (int r = 0; r < runs; r++) {
         fprintf(stderr, "bench_cache: run %d/%d\n", r + 1, runs);
         for (int s = 0; s < ns; s++) {
@@ -1011,7 +877,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    double load_end = s_loadavg();
+    double load_end = bench_loadavg();
 
     printf("## bench_cache: quaver-cache local hit and throughput vs Redis\n\n");
     s_machine(redis_version, load_start, load_end);
@@ -1033,19 +899,19 @@ int main(int argc, char **argv)
            "p99 / Redis | median of per-run p50 ratios | in the daemon, mean (µs) |\n"
            "|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int s = 0; s < ns; s++) {
-        double r50 = s_median(p50[s][S_REDIS], runs), r99 = s_median(p99[s][S_REDIS], runs);
+        double r50 = bench_median(p50[s][S_REDIS], runs), r99 = bench_median(p99[s][S_REDIS], runs);
         for (int p = 0; p < S_NPATHS; p++) {
             double ratio[S_MAX_RUNS];
             for (int r = 0; r < runs; r++)
                 ratio[r] = p50[s][p][r] / p50[s][S_REDIS][r];
-            double m50 = s_median(p50[s][p], runs), m99 = s_median(p99[s][p], runs);
+            double m50 = bench_median(p50[s][p], runs), m99 = bench_median(p99[s][p], runs);
             char in_daemon[32] = "";
-            double sv = s_median(srv[s][p], runs);
+            double sv = bench_median(srv[s][p], runs);
             if (p != S_REDIS && sv >= 0)
                 snprintf(in_daemon, sizeof in_daemon, "%.1f", sv);
             printf("| %s | %s | %.0f | %.0f | %.0f–%.0f | %.2f | %.2f | %.2f | %s |\n",
-                   s_items[s].label, s_path_label[p], m50, m99, s_min(p50[s][p], runs),
-                   s_max(p50[s][p], runs), m50 / r50, m99 / r99, s_median(ratio, runs),
+                   s_items[s].label, s_path_label[p], m50, m99, bench_min(p50[s][p], runs),
+                   bench_max(p50[s][p], runs), m50 / r50, m99 / r99, bench_median(ratio, runs),
                    in_daemon);
         }
     }
@@ -1068,17 +934,17 @@ int main(int argc, char **argv)
     for (int s = 0; s < ns; s++) {
         double m[T_N];
         for (int t = 0; t < T_N; t++)
-            m[t] = s_median(tput[s][t], runs);
+            m[t] = bench_median(tput[s][t], runs);
         double ratio[S_MAX_RUNS];
         for (int r = 0; r < runs; r++)
             ratio[r] = tput[s][T_INPROC][r] / tput[s][T_RBENCH][r];
         printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f–%.0f | "
                "%.0f–%.0f | %.0f |\n", s_items[s].label, m[T_INPROC], m[T_TCP], m[T_HIREDIS],
                m[T_RBENCH], m[T_INPROC] / m[T_RBENCH], m[T_TCP] / m[T_RBENCH],
-               m[T_INPROC] / m[T_HIREDIS], s_median(ratio, runs),
-               s_min(tput[s][T_INPROC], runs), s_max(tput[s][T_INPROC], runs),
-               s_min(tput[s][T_RBENCH], runs), s_max(tput[s][T_RBENCH], runs),
-               s_median(rb_p50[s], runs));
+               m[T_INPROC] / m[T_HIREDIS], bench_median(ratio, runs),
+               bench_min(tput[s][T_INPROC], runs), bench_max(tput[s][T_INPROC], runs),
+               bench_min(tput[s][T_RBENCH], runs), bench_max(tput[s][T_RBENCH], runs),
+               bench_median(rb_p50[s], runs));
     }
     printf("\nWhere the CPU goes at %d callers: CPU time (user + system) each process used "
            "during the timed interval, divided by the calls completed in it; µs per call, "
@@ -1093,11 +959,11 @@ int main(int argc, char **argv)
         for (int t = 0; t < T_RBENCH; t++) {
             double m[C_N], sum = 0;
             for (int k = 0; k < C_N; k++) {
-                m[k] = s_median(cpu[s][t][k], runs);
+                m[k] = bench_median(cpu[s][t][k], runs);
                 sum += m[k];
             }
             printf("| %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f |\n", s_items[s].label,
-                   tlabel[t], s_median(tput[s][t], runs), m[C_DAEMON], m[C_BENCH], m[C_REDIS],
+                   tlabel[t], bench_median(tput[s][t], runs), m[C_DAEMON], m[C_BENCH], m[C_REDIS],
                    sum);
         }
     int e[4];

@@ -26,6 +26,7 @@
  *   bench_rpc [--runs 7] [--calls 20000] [--size 64] [--threads 1,8]
  *   (internal: bench_rpc --echo | bench_rpc --worker ENDPOINT N)
  */
+#include "bench_common.h"
 #include "qv_mdp.h"
 #include "qv_clock.h"
 #include "quaver/v1/envelope.pb-c.h"
@@ -36,12 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define S_MAX_RUNS     64
+#define S_MAX_RUNS     BENCH_MAX_RUNS
 #define S_MAX_THREADS  64
 #define S_NPATHS       3
 
@@ -55,68 +54,23 @@ static s_opts_t s_opts = { 7, 20000, 64, { 1, 8 }, 2 };
 
 /* ---- child processes -------------------------------------------------------------------- */
 
-static pid_t s_child[2];
-static volatile sig_atomic_t s_nchild;
 static const char *s_exe = "/proc/self/exe";   /* argv[0] when it is a path (valgrind) */
 
-/* fork + exec ourselves with argv; the child's stdout goes to *out_fd when out_fd is set.
- * Only async-signal-safe calls between fork and exec: we have threads. */
+/* fork + exec ourselves with argv; the child's stdout goes to *out_fd when out_fd is set. */
 static pid_t s_spawn(char *const argv[], int *out_fd)
 {
-    int fds[2] = { -1, -1 };
-    if (out_fd && pipe(fds) != 0)
-        return -1;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)        /* the parent died before prctl */
-            _exit(1);
-        if (out_fd) {
-            dup2(fds[1], STDOUT_FILENO);
-            close(fds[0]);
-            close(fds[1]);
-        }
-        execv(s_exe, argv);
-        _exit(127);
-    }
-    if (out_fd) {
-        close(fds[1]);
-        if (pid < 0)
-            close(fds[0]);
-        else
-            *out_fd = fds[0];
-    }
-    if (pid > 0)
-        s_child[s_nchild++] = pid;
-    return pid;
+    return bench_spawn(s_exe, argv, NULL, out_fd);
 }
 
 /* Asks every child to stop, waits up to a second, then kills what is left. */
 static void s_reap(void)
 {
-    for (int i = 0; i < s_nchild; i++)
-        kill(s_child[i], SIGTERM);
-    for (int i = 0; i < s_nchild; i++) {
-        int64_t end = qv_mono_ms() + 1000;
-        while (waitpid(s_child[i], NULL, WNOHANG) == 0) {
-            if (qv_mono_ms() >= end) {
-                kill(s_child[i], SIGKILL);
-                waitpid(s_child[i], NULL, 0);
-                break;
-            }
-            usleep(5000);
-        }
-    }
-    s_nchild = 0;
+    bench_reap(1000);
 }
 
 static void s_on_signal(int sig)
 {
-    for (int i = 0; i < s_nchild; i++)
-        kill(s_child[i], SIGKILL);
-    for (int i = 0; i < s_nchild; i++)
-        waitpid(s_child[i], NULL, 0);
+    bench_kill_children();
     _exit(128 + sig);
 }
 
@@ -253,39 +207,6 @@ static void *s_client_main(void *arg)
     return NULL;
 }
 
-static int s_cmp64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
-
-static double s_median(const double *in, int n)
-{
-    double v[S_MAX_RUNS];
-    memcpy(v, in, (size_t) n * sizeof *v);
-    for (int i = 1; i < n; i++)        /* insertion sort: n is the number of runs */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static double s_min(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] < m ? v[i] : m;
-    return m;
-}
-
-static double s_max(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
-
 /* One measurement: nthreads clients of one path, calls in total, timed from when all are
  * connected and warm. Returns calls/s; fills p50/p99 (µs) of the first client when asked. */
 static double s_measure(s_path_t path, int nthreads, int calls, double *p50, double *p99,
@@ -310,9 +231,7 @@ static double s_measure(s_path_t path, int nthreads, int calls, double *p50, dou
     double secs = (double) (qv_mono_us() - t0) / 1e6;
     pthread_barrier_destroy(&ready);
     if (lat) {
-        qsort(lat, (size_t) per, sizeof *lat, s_cmp64);
-        *p50 = (double) lat[per / 2];
-        *p99 = (double) lat[(int) ((double) per * 0.99)];
+        bench_p50_p99(lat, per, p50, p99);
         free(lat);
     }
     return (double) (per * nthreads) / secs;
@@ -377,37 +296,11 @@ static void s_make_body(void)
     free(payload);
 }
 
-/* The 1-minute load average: these machines are shared, and a busy one shows in the figures. */
-static double s_loadavg(void)
-{
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1)
-            l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
 static void s_machine(double load_start, double load_end)
 {
-    char model[256] = "unknown", line[512];
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            char *colon = strchr(line, ':');
-            if (colon) {
-                snprintf(model, sizeof model, "%s", colon + 2);
-                model[strcspn(model, "\n")] = '\0';
-            }
-            break;
-        }
-    if (f)
-        fclose(f);
-    char date[64];
-    time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    char model[256], date[64];
+    bench_cpu_model(model, sizeof model);
+    bench_utc_date(date, sizeof date);
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
     printf("| date | machine | libzmq | CZMQ | load average (1 min) at start, end |\n"
@@ -483,7 +376,7 @@ int main(int argc, char **argv)
         s_die("the worker process did not get ready");
 
     int errors = 0, runs = s_opts.runs;
-    double load_start = s_loadavg();
+    double load_start = bench_loadavg();
     double p50[S_NPATHS][S_MAX_RUNS], p99[S_NPATHS][S_MAX_RUNS], tp[S_NPATHS][S_MAX_RUNS];
     double dummy;
     for (int p = 0; p < S_NPATHS; p++)        /* warm-up: connections, allocator, caches */
@@ -513,9 +406,9 @@ int main(int argc, char **argv)
                 v[p][r] = s_measure((s_path_t) p, n, s_opts.calls, NULL, NULL, &errors);
             }
         for (int p = 0; p < S_NPATHS; p++)
-            tput[t][p] = s_median(v[p], runs);
+            tput[t][p] = bench_median(v[p], runs);
     }
-    double load_end = s_loadavg();
+    double load_end = bench_loadavg();
 
     printf("## bench_rpc: a call through the MDP broker vs a direct libzmq round trip\n\n");
     s_machine(load_start, load_end);
@@ -528,14 +421,14 @@ int main(int argc, char **argv)
     printf("| path | p50 (µs) | p99 (µs) | calls/s | p50 / direct | p99 / direct |"
            " p50 min–max over runs (µs) | median of per-run p50 ratios |\n"
            "|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    double d50 = s_median(p50[S_DIRECT], runs), d99 = s_median(p99[S_DIRECT], runs);
+    double d50 = bench_median(p50[S_DIRECT], runs), d99 = bench_median(p99[S_DIRECT], runs);
     static const s_path_t order[S_NPATHS] = { S_GATEWAY, S_EXTERNAL, S_DIRECT };
     for (int k = 0; k < S_NPATHS; k++) {
         int p = order[k];
-        double m50 = s_median(p50[p], runs), m99 = s_median(p99[p], runs);
+        double m50 = bench_median(p50[p], runs), m99 = bench_median(p99[p], runs);
         printf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f–%.0f | %.2f |\n", s_path_label[p],
-               m50, m99, s_median(tp[p], runs), m50 / d50, m99 / d99, s_min(p50[p], runs),
-               s_max(p50[p], runs), s_median(r50[p], runs));
+               m50, m99, bench_median(tp[p], runs), m50 / d50, m99 / d99, bench_min(p50[p], runs),
+               bench_max(p50[p], runs), bench_median(r50[p], runs));
     }
     printf("\nThroughput, N client threads in a closed loop, calls/s (%d calls per run in "
            "total; the worker process runs %d echo workers, the echo process one ROUTER "

@@ -675,11 +675,15 @@ static int s_test_server(void)
         memset(huge, ' ', big);
         memcpy(huge, "{\"type\":\"ping\"", 14);
         huge[big - 1] = '}';
-        int w = mg_websocket_client_write(a.conn, MG_WEBSOCKET_OPCODE_TEXT, huge, big);
+        (void) mg_websocket_client_write(a.conn, MG_WEBSOCKET_OPCODE_TEXT, huge, big);
         free(huge);
-        S_CHECK(w > 0);
+        /* The hub stops reading at 64 KB, sends the error frame and closes. When the close
+         * wins the race with the rest of our write, the kernel resets the connection and
+         * both the rest of our write and the error frame may be lost. Either way the connection
+         * must end; whatever frame did arrive must be the error. */
         o = s_next(&a, 3000);
-        S_CHECK(s_is_error(o, "too_large"));
+        if (o)
+            S_CHECK(s_is_error(o, "too_large"));
         json_decref(o);
         o = NULL;
         S_CHECK(s_wait_closed(&a, 3000));

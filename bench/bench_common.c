@@ -1,0 +1,179 @@
+/* bench_common: see bench_common.h for what it guarantees and who owns what. */
+#include "bench_common.h"
+#include "qv_clock.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- statistics ---- */
+
+int bench_cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(const double *in, int n)
+{
+    double v[BENCH_MAX_RUNS];
+    memcpy(v, in, (size_t) n * sizeof *v);
+    for (int i = 1; i < n; i++)        /* insertion sort: n is the number of runs */
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double bench_min(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+double bench_max(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+void bench_p50_p99(int64_t *lat, int n, double *p50, double *p99)
+{
+    qsort(lat, (size_t) n, sizeof *lat, bench_cmp64);
+    *p50 = (double) lat[n / 2];
+    *p99 = (double) lat[(int) ((double) n * 0.99)];
+}
+
+/* ---- the machine ---- */
+
+double bench_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+void bench_cpu_model(char *out, size_t len)
+{
+    char line[512];
+    snprintf(out, len, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            char *colon = strchr(line, ':');
+            if (colon) {
+                snprintf(out, len, "%s", colon + 2);
+                out[strcspn(out, "\n")] = '\0';
+            }
+            break;
+        }
+    if (f)
+        fclose(f);
+}
+
+void bench_utc_date(char *out, size_t len)
+{
+    time_t now = time(NULL);
+    strftime(out, len, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+}
+
+/* ---- child processes ---- */
+
+static pid_t s_child[BENCH_MAX_CHILDREN];
+static volatile sig_atomic_t s_nchild;
+
+pid_t bench_spawn(const char *path, char *const argv[], const char *log, int *out_fd)
+{
+    int fds[2] = { -1, -1 };
+    if (out_fd && pipe(fds) != 0)
+        return -1;
+    int logfd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+    if (log && logfd < 0) {
+        if (out_fd) {
+            close(fds[0]);
+            close(fds[1]);
+        }
+        return -1;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)        /* the parent died before prctl */
+            _exit(1);
+        if (logfd >= 0) {
+            dup2(logfd, STDOUT_FILENO);
+            dup2(logfd, STDERR_FILENO);
+        }
+        if (out_fd) {
+            dup2(fds[1], STDOUT_FILENO);
+            close(fds[0]);
+            close(fds[1]);
+        }
+        execv(path, argv);
+        _exit(127);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    if (out_fd) {
+        close(fds[1]);
+        if (pid < 0)
+            close(fds[0]);
+        else
+            *out_fd = fds[0];
+    }
+    if (pid > 0 && s_nchild < BENCH_MAX_CHILDREN)
+        s_child[s_nchild++] = pid;
+    return pid;
+}
+
+void bench_forget(pid_t pid)
+{
+    for (int i = 0; i < s_nchild; i++)
+        if (s_child[i] == pid) {
+            s_child[i] = s_child[s_nchild - 1];
+            s_nchild--;
+            return;
+        }
+}
+
+void bench_reap(int grace_ms)
+{
+    for (int i = 0; i < s_nchild; i++)
+        kill(s_child[i], SIGTERM);
+    for (int i = 0; i < s_nchild; i++) {
+        int64_t end = qv_mono_ms() + grace_ms;
+        while (waitpid(s_child[i], NULL, WNOHANG) == 0) {
+            if (qv_mono_ms() >= end) {
+                kill(s_child[i], SIGKILL);
+                waitpid(s_child[i], NULL, 0);
+                break;
+            }
+            usleep(5000);
+        }
+    }
+    s_nchild = 0;
+}
+
+void bench_kill_children(void)
+{
+    for (int i = 0; i < s_nchild; i++)
+        kill(s_child[i], SIGKILL);
+    for (int i = 0; i < s_nchild; i++)
+        waitpid(s_child[i], NULL, 0);
+}

@@ -1,0 +1,63 @@
+/* bench_common: the helpers bench/rpc and bench/cache share, and nothing else.
+ *
+ * Guarantees:
+ *   - Statistics: pure functions over caller-owned arrays; bench_median copies its input
+ *     (n <= BENCH_MAX_RUNS) and leaves it untouched, bench_p50_p99 sorts its input in place.
+ *   - Machine description: bench_loadavg, bench_cpu_model and bench_utc_date only read /proc
+ *     and the clock; each benchmark prints its own table with them.
+ *   - Child processes: one process-wide registry of at most BENCH_MAX_CHILDREN children.
+ *     bench_spawn forks with PR_SET_PDEATHSIG (SIGKILL) set before exec, so children die with
+ *     us; bench_reap stops them (SIGTERM, then SIGKILL after the grace period);
+ *     bench_kill_children is async-signal-safe (kill + waitpid only) for signal handlers.
+ *
+ * Ownership: the registry belongs to this library; the caller owns the pids only to wait for
+ * one itself, and then hands it back with bench_forget. File descriptors returned through
+ * *out_fd belong to the caller, who closes them. Not thread-safe: spawn, forget and reap from
+ * the main thread (bench_spawn itself is safe to call while other threads run).
+ */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BENCH_MAX_RUNS     64
+#define BENCH_MAX_CHILDREN 8
+
+/* ---- statistics ---- */
+
+/* qsort comparator for int64_t. */
+int bench_cmp64(const void *a, const void *b);
+/* Median of n values (1 <= n <= BENCH_MAX_RUNS); in is not modified. */
+double bench_median(const double *in, int n);
+double bench_min(const double *v, int n);
+double bench_max(const double *v, int n);
+/* Sorts lat[0..n) and sets *p50 = lat[n / 2], *p99 = lat[(int) (n * 0.99)]. */
+void bench_p50_p99(int64_t *lat, int n, double *p50, double *p99);
+
+/* ---- the machine ---- */
+
+/* The 1-minute load average, or -1 when unknown: these machines are shared, and a busy one
+ * shows in the figures. */
+double bench_loadavg(void);
+/* The first "model name" of /proc/cpuinfo into out, or "unknown". */
+void bench_cpu_model(char *out, size_t len);
+/* Now as "YYYY-MM-DD HH:MM UTC". */
+void bench_utc_date(char *out, size_t len);
+
+/* ---- child processes ---- */
+
+/* fork + execv(path, argv), the child registered for bench_reap and bench_kill_children.
+ * The child's stdout and stderr go to the file log (appended) when log is set; its stdout goes
+ * into a pipe whose read end is returned in *out_fd when out_fd is set. Only
+ * async-signal-safe calls between fork and exec. Returns the pid, or -1. */
+pid_t bench_spawn(const char *path, char *const argv[], const char *log, int *out_fd);
+/* Removes a child the caller has waited for from the registry. */
+void bench_forget(pid_t pid);
+/* SIGTERM to every child, waits up to grace_ms for each, then SIGKILL; empties the registry. */
+void bench_reap(int grace_ms);
+/* SIGKILL to every child and waits for them. Async-signal-safe: for signal handlers. */
+void bench_kill_children(void);
+
+#endif
