@@ -1,5 +1,6 @@
 /* cache_selftest: the cache daemon's selftests, one ctest entry per row of s_tests.
  * Usage: cache_selftest <name>   (no name: run all). */
+#include "qv_selftest.h"
 #include "cache_store.h"
 #include "cache_policy.h"
 #include "cache_redis.h"
@@ -1856,7 +1857,7 @@ static int s_server_get_or_load(void)
     return 0;
 }
 
-static const struct { const char *name; int (*fn)(void); } s_tests[] = {
+static const qv_selftest_t s_tests[] = {
     { "store_bounds",      s_store_bounds },
     { "store_lru",         s_store_lru },
     { "store_ttl",         s_store_ttl },
@@ -1898,14 +1899,5 @@ static const struct { const char *name; int (*fn)(void); } s_tests[] = {
 
 int main(int argc, char **argv)
 {
-    int failed = 0, ran = 0;
-    for (int i = 0; s_tests[i].name; i++) {
-        if (argc > 1 && strcmp(argv[1], s_tests[i].name) != 0) continue;
-        ran++;
-        int rc = s_tests[i].fn();
-        printf("%s: %s\n", s_tests[i].name, rc == 0 ? "ok" : "FAILED");
-        failed += rc != 0;
-    }
-    if (ran == 0) { fprintf(stderr, "no test named '%s'\n", argc > 1 ? argv[1] : ""); return 2; }
-    return failed ? 1 : 0;
+    return qv_selftest_run("cache_selftest", s_tests, argc, argv);
 }

@@ -1,4 +1,5 @@
 /* quaver-cache: the two-tier cache daemon. Loads the key table below, then runs cache_server. */
+#include "qv_daemon.h"
 #include "cache_server.h"
 #include "cache_namespace.h"
 #include "qv_log.h"
@@ -51,17 +52,9 @@ static const qv_cfg_key_t s_keys[] = {
 int main(int argc, char **argv)
 {
     cache_cfg_t cfg = { 0 };
-    int rc = qv_config_load(s_keys, &cfg, "cache", argc, argv, NULL);
-    if (rc != 0) {
-        qv_config_free(s_keys, &cfg);
-        return rc > 0 ? 0 : 1;
-    }
-    if (qv_log_init("cache", cfg.log_format, cfg.log_level) != 0) {
-        fprintf(stderr, "cache: bad log_format '%s' or log_level '%s'\n", cfg.log_format,
-                cfg.log_level);
-        qv_config_free(s_keys, &cfg);
-        return 1;
-    }
+    int rc;
+    if (qv_daemon_init(s_keys, &cfg, "cache", argc, argv, &rc) != 0)
+        return rc;
     /* The namespace table is checked here, before anything starts, so a bad one stops the
      * daemon with the same kind of message as any other bad key. */
     char err[256];
@@ -71,7 +64,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cache: config key 'namespaces': value '%s' is invalid: %s\n",
                 cfg.namespaces, err);
         qv_config_free(s_keys, &cfg);
-        return 1;
+        return 2;
     }
     cache_namespaces_destroy(&ns);
     rc = cache_server_run(&cfg);

@@ -3,6 +3,7 @@
  * the integration tests in tests/. */
 #include <stdio.h>
 #include <string.h>
+#include "qv_selftest.h"
 #include "dbopt_catalog.h"
 #include "dbopt_conninfo.h"
 #include "dbopt_migrate.h"
@@ -52,10 +53,7 @@ static int s_config_selftest(void)
     return 0;
 }
 
-static const struct {
-    const char *name;
-    int (*fn)(void);
-} s_tests[] = {
+static const qv_selftest_t s_tests[] = {
     { "catalog",  dbopt_catalog_selftest },
     { "errors",   dbopt_errors_selftest },
     { "conninfo", dbopt_conninfo_selftest },
@@ -66,18 +64,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    int failed = 0, ran = 0;
-    for (int i = 0; s_tests[i].name; i++) {
-        if (argc > 1 && strcmp(argv[1], s_tests[i].name) != 0)
-            continue;
-        ran++;
-        int rc = s_tests[i].fn();
-        printf("%-10s %s\n", s_tests[i].name, rc == 0 ? "ok" : "FAILED");
-        failed += rc != 0;
-    }
-    if (ran == 0) {
-        fprintf(stderr, "unknown selftest '%s'\n", argv[1]);
-        return 2;
-    }
-    return failed ? 1 : 0;
+    return qv_selftest_run("dbopt_selftest", s_tests, argc, argv);
 }

@@ -1,5 +1,6 @@
 /* quaver-monitor: the bus (XSUB/XPUB proxy), the merged Prometheus page, host and process
  * gauges, and service health from the metrics stream. See README.md and monitor_server.h. */
+#include "qv_daemon.h"
 #include "mon_config.h"
 #include "monitor_server.h"
 #include "qv_log.h"
@@ -10,17 +11,9 @@ int main(int argc, char **argv)
 {
     mon_cfg_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    int rc = qv_config_load(mon_cfg_keys, &cfg, "monitor", argc, argv, NULL);
-    if (rc != 0) {
-        qv_config_free(mon_cfg_keys, &cfg);
-        return rc > 0 ? 0 : 2;        /* 1: --help or --print-config done */
-    }
-    if (qv_log_init("monitor", cfg.log_format, cfg.log_level) < 0) {
-        fprintf(stderr, "monitor: config key 'log_format'/'log_level': '%s'/'%s' is invalid "
-                "(allowed: text|json, debug|info|warn|error)\n", cfg.log_format, cfg.log_level);
-        qv_config_free(mon_cfg_keys, &cfg);
-        return 2;
-    }
+    int rc;
+    if (qv_daemon_init(mon_cfg_keys, &cfg, "monitor", argc, argv, &rc) != 0)
+        return rc;
     monitor_server_t *server = monitor_server_new(&cfg);
     if (!server) {
         qv_error("could not start (see above)");

@@ -1,5 +1,6 @@
 /* monitor_selftest: one runner for the monitor's module selftests; ctest runs one entry per
  * test (monitor_<name>), or run it with no argument for all of them. */
+#include "qv_selftest.h"
 #include "mon_health.h"
 #include "mon_metrics.h"
 #include "mon_proc.h"
@@ -9,10 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct {
-    const char *name;
-    int (*fn)(void);
-} s_tests[] = {
+static const qv_selftest_t s_tests[] = {
     { "proc",    mon_proc_selftest },
     { "health",  mon_health_selftest },
     { "metrics", mon_metrics_selftest },
@@ -24,18 +22,5 @@ static const struct {
 int main(int argc, char **argv)
 {
     qv_log_init("monitor", "text", "warn");
-    int failed = 0, ran = 0;
-    for (int i = 0; s_tests[i].name; i++) {
-        if (argc > 1 && strcmp(argv[1], s_tests[i].name) != 0)
-            continue;
-        ran++;
-        int rc = s_tests[i].fn();
-        printf("%-8s %s\n", s_tests[i].name, rc == 0 ? "ok" : "FAILED");
-        failed += rc != 0;
-    }
-    if (!ran) {
-        fprintf(stderr, "unknown test '%s'\n", argc > 1 ? argv[1] : "");
-        return 2;
-    }
-    return failed ? 1 : 0;
+    return qv_selftest_run("monitor_selftest", s_tests, argc, argv);
 }

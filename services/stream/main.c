@@ -1,4 +1,5 @@
 /* quaver-stream: the audio store daemon. Loads the key table below, then runs stream_server. */
+#include "qv_daemon.h"
 #include "stream_server.h"
 #include "qv_log.h"
 #include <stdio.h>
@@ -17,17 +18,9 @@ static const qv_cfg_key_t s_keys[] = {
 int main(int argc, char **argv)
 {
     stream_cfg_t cfg = { 0 };
-    int rc = qv_config_load(s_keys, &cfg, "stream", argc, argv, NULL);
-    if (rc != 0) {
-        qv_config_free(s_keys, &cfg);
-        return rc > 0 ? 0 : 1;
-    }
-    if (qv_log_init("stream", cfg.log_format, cfg.log_level) != 0) {
-        fprintf(stderr, "stream: bad log_format '%s' or log_level '%s'\n", cfg.log_format,
-                cfg.log_level);
-        qv_config_free(s_keys, &cfg);
-        return 1;
-    }
+    int rc;
+    if (qv_daemon_init(s_keys, &cfg, "stream", argc, argv, &rc) != 0)
+        return rc;
     rc = stream_server_run(&cfg);
     qv_config_free(s_keys, &cfg);
     return rc == 0 ? 0 : 1;

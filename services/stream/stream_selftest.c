@@ -1,6 +1,7 @@
 /* stream_selftest: the stream daemon's selftests, one ctest entry per row of s_tests.
  * Usage: stream_selftest <name>   (no name: run all). Audio is made here with libsndfile (a
  * 1 s sine) and, for MP3, encoded with /usr/bin/lame when it is installed. */
+#include "qv_selftest.h"
 #include "stream_probe.h"
 #include "stream_store.h"
 #include "stream_server.h"
@@ -441,7 +442,7 @@ static int s_server_put_read(void)
     return 0;
 }
 
-static const struct { const char *name; int (*fn)(void); } s_tests[] = {
+static const qv_selftest_t s_tests[] = {
     { "probe_wav",       s_probe_wav },
     { "probe_flac",      s_probe_flac },
     { "probe_ogg",       s_probe_ogg },
@@ -455,15 +456,8 @@ static const struct { const char *name; int (*fn)(void); } s_tests[] = {
 
 int main(int argc, char **argv)
 {
-    int failed = 0, ran = 0;
-    for (int i = 0; s_tests[i].name; i++) {
-        if (argc > 1 && strcmp(argv[1], s_tests[i].name) != 0) continue;
-        ran++;
-        int rc = s_tests[i].fn();
-        printf("%s: %s\n", s_tests[i].name, rc == 0 ? "ok" : "FAILED");
-        failed += rc != 0;
-    }
-    if (s_tmpdir[0]) s_rm_rf(s_tmpdir);
-    if (ran == 0) { fprintf(stderr, "no test named '%s'\n", argc > 1 ? argv[1] : ""); return 2; }
-    return failed ? 1 : 0;
+    int rc = qv_selftest_run("stream_selftest", s_tests, argc, argv);
+    if (s_tmpdir[0])
+        s_rm_rf(s_tmpdir);
+    return rc;
 }
