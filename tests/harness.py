@@ -425,6 +425,7 @@ class Quaver:
             "gateway": dict(common, instance="t-gateway", http_port=self.http_port,
                             broker_bind=f"tcp://127.0.0.1:{self.broker_port}",
                             bus_sub=self.bus_xpub, jwt_secret=self.jwt_secret,
+                            redis_url=self.redis.url,
                             max_body_bytes=self.max_body_bytes,
                             upload_max_bytes=self.upload_max_bytes),
             "dbopt": dict(common, instance="t-dbopt", database_url=self.pg.url),

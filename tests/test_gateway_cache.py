@@ -1,12 +1,14 @@
 """The gateway's response cache (issue 3, gateway part): GET /api/v1/rooms/{id},
-/participants and /tracks are kept in the cache service and served with X-Cache and an ETag;
-the mutations that change them invalidate them; a dead cache costs nothing but speed; the admin
-endpoints clear and describe the cache.
+/participants and /tracks are kept in the cache (the gateway's embedded tier in front of the
+shared Redis) and served with X-Cache and an ETag; the mutations that change them invalidate
+them; a dead cache daemon or Redis costs nothing but speed; a change made in Redis by another
+client reaches the gateway; the admin endpoints clear and describe the cache.
 
 The ETag is checked against Python's own SHA-256 of the body (an independent implementation).
 Administrators are made in PostgreSQL (there is no endpoint for it), as an operator would."""
 import hashlib
 import re
+import time
 
 import pytest
 
@@ -165,26 +167,79 @@ def test_errors_are_not_cached(room):
         assert r.headers.get("X-Cache") != "HIT"
 
 
-def test_cache_down_costs_nothing_but_speed(quaver, room):
+def test_cache_daemon_down_does_not_touch_cached_routes(quaver, room):
+    """The cached routes are served by the gateway's embedded tier (gw_cache.h): the cache
+    daemon being away changes nothing for them, invalidation included."""
     u, rid = room["owner"], room["id"]
-    p = f"/api/v1/rooms/{rid}/tracks"
-    want = get_cached(u, p).json()
+    p = f"/api/v1/rooms/{rid}"
+    get_cached(u, p)
     get_cached(u, p, "HIT")
     cache = quaver.daemons["cache"]
     cache.kill()
     try:
-        for _ in range(5):
-            r = get_cached(u, p, "MISS")
-            assert r.json() == want
-        # Writes go on too (their invalidation fails and is logged).
-        assert u.post(f"/api/v1/rooms/{rid}/playback", json={"action": "pause"}).status_code == 200
-        for q in paths(rid):
-            get_cached(u, q, "MISS")
+        get_cached(u, p, "HIT")
+        assert not get_cached(u, p).json()["is_playing"]
+        assert u.post(f"/api/v1/rooms/{rid}/playback", json={"action": "play"}).status_code == 200
+        r = get_cached(u, p, "MISS")
+        assert r.json()["is_playing"] is True, r.json()
+        get_cached(u, p, "HIT")
     finally:
         cache.start()
     quaver.wait_ready(30)
-    wait_for(lambda: u.get(p).headers.get("X-Cache") == "HIT", 15, interval=0.2,
-             what="cached answers again after the cache came back")
+
+
+def test_redis_down_costs_nothing_but_speed(quaver, room):
+    """Redis killed: cached GETs still answer 200 with the right body (from the local tier or
+    the handler), a mutation still invalidates, and once Redis is back answers are cached in
+    it again."""
+    u, rid = room["owner"], room["id"]
+    p = f"/api/v1/rooms/{rid}/tracks"
+    want = get_cached(u, p).json()
+    get_cached(u, p, "HIT")
+    quaver.redis.kill()
+    try:
+        for _ in range(3):
+            assert get_cached(u, p).json() == want
+        t = room["tracks"][1]
+        assert u.post(f"/api/v1/tracks/{t}/vote").status_code in (200, 201)
+        r = get_cached(u, p, "MISS")          # the local copy went with the vote
+        assert r.json() != want
+        after = r.json()
+        assert get_cached(u, p).json() == after
+    finally:
+        quaver.redis.start()
+    key = f"quaver:track_queue:queue:{rid}"
+    # The tier reconnects (back-off up to a few seconds), replays the UNLINK of what changed
+    # while Redis was away, and stores again.
+    wait_for(lambda: (get_cached(u, p).json() == after
+                      and quaver.redis.command("EXISTS", key) == 1), 30, interval=0.2,
+             what="the queue cached in Redis again after the restart")
+    get_cached(u, p, "HIT")
+
+
+def test_external_redis_change_reaches_the_gateway_within_100ms(quaver, room):
+    """Another Redis client replaces a cached answer: the gateway serves the new bytes within
+    100 ms (its embedded tier gets Redis's invalidation, as the cache daemon does), and an
+    external DEL makes the next GET a miss."""
+    u, rid = room["owner"], room["id"]
+    p = f"/api/v1/rooms/{rid}/participants"
+    key = f"quaver:room_state:participants:{rid}"
+    get_cached(u, p)
+    get_cached(u, p, "HIT")
+    body = b'{"external":true}'
+    t0 = time.monotonic()
+    quaver.redis.command("SET", key, b"\x00" + body, "PX", "60000")   # cache_codec raw form
+    wait_for(lambda: u.get(p).content == body, 5, interval=0.002,
+             what="the externally written value served by the gateway")
+    ms = (time.monotonic() - t0) * 1000
+    print(f"\nexternal SET -> gateway serves it: {ms:.1f} ms")
+    assert ms < 100, ms
+    r = get_cached(u, p, "HIT")
+    assert r.content == body
+    quaver.redis.command("DEL", key)
+    wait_for(lambda: u.get(p).headers.get("X-Cache") == "MISS", 1, interval=0.005,
+             what="an external DEL to reach the gateway's tier")
+    assert "participants" in get_cached(u, p).json()
 
 
 def test_clear_needs_an_administrator(quaver, api, room):
@@ -237,7 +292,11 @@ def test_stats_shape(api, room):
     r = u.get("/api/v1/performance/cache")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"global", "namespaces"}, body
+    assert set(body) == {"global", "namespaces", "gateway"}, body
+    # The gateway's own tier served the HIT above.
+    mine = body["gateway"]
+    assert set(mine) == {"global", "namespaces"}, mine
+    assert mine["namespaces"]["room_state"]["hits_local"] >= 1, mine["namespaces"]
     assert isinstance(body["global"], dict) and body["global"], body
     assert isinstance(body["namespaces"], dict)
     for v in body["global"].values():

@@ -439,28 +439,47 @@ static void s_lookup(cache_app_t *a, const cache_namespace_t *ns, const char *ke
     *val_p = val;
 }
 
-static int s_get(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+int cache_app_get(cache_app_t *a, const char *ns_name, const char *key, uint8_t **val_p,
+                  size_t *vlen_p, const char **tier_p, char *err, size_t errlen)
 {
-    cache_app_t *a = app;
-    const Quaver__V1__CacheKey *req = (const Quaver__V1__CacheKey *) msg;
-    char err[512];
-    const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
-    if (!ns || s_check_key(a, req->key, false, "key", err, sizeof err) != 0)
-        return qv_reply_error(r, 400, "%s", err);
-
-    Quaver__V1__CacheGetReply rep = QUAVER__V1__CACHE_GET_REPLY__INIT;
+    *val_p = NULL;
+    *vlen_p = 0;
+    const cache_namespace_t *ns = s_check_namespace(a, ns_name, false, err, errlen);
+    if (!ns || s_check_key(a, key, false, "key", err, errlen) != 0) return -1;
     if (!a->cfg->cache_enabled) {
         s_inc(&a->ns_stats[ns->index].misses);
         s_count(a->m_misses);
-        return s_ok(r, &rep.base);
+        return 0;
     }
-    char *key = s_full_key(req->namespace_, req->key);
-    if (!key) return qv_reply_error(r, 500, "out of memory");
+    char *full = s_full_key(ns->name, key);
+    if (!full) { snprintf(err, errlen, "out of memory"); return -2; }
+    Quaver__V1__CacheGetReply rep = QUAVER__V1__CACHE_GET_REPLY__INIT;
+    s_lookup(a, ns, key, full, &rep, val_p);
+    free(full);
+    if (!rep.found) { free(*val_p); *val_p = NULL; return 0; }
+    *vlen_p = rep.value.len;
+    if (tier_p) *tier_p = rep.tier;
+    return 1;
+}
+
+static int s_get(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+{
+    const Quaver__V1__CacheKey *req = (const Quaver__V1__CacheKey *) msg;
+    char err[512];
     uint8_t *val = NULL;
-    s_lookup(a, ns, req->key, key, &rep, &val);
+    size_t vlen = 0;
+    const char *tier = NULL;
+    int hit = cache_app_get(app, req->namespace_, req->key, &val, &vlen, &tier, err, sizeof err);
+    if (hit < 0) return qv_reply_error(r, hit == -1 ? 400 : 500, "%s", err);
+    Quaver__V1__CacheGetReply rep = QUAVER__V1__CACHE_GET_REPLY__INIT;
+    if (hit) {
+        rep.found = true;
+        rep.tier = (char *) tier;
+        rep.value.data = val;
+        rep.value.len = vlen;
+    }
     int rc = s_ok(r, &rep.base);
     free(val);
-    free(key);
     return rc;
 }
 
@@ -547,89 +566,124 @@ done:
     return rc == 500 ? qv_reply_error(r, 500, "out of memory") : rc;
 }
 
-static int s_set(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+/* The write path of Set (and of GetOrLoad's loaded values), after the checks: encode once,
+ * SET in Redis, then the local copy through the version table. 0; -1 when Redis refused the
+ * value (no local copy is kept then: Redis may still hold an older one); -2 out of memory. */
+static int s_write(cache_app_t *a, const cache_namespace_t *ns, const char *key,
+                   const void *value, size_t vlen, int64_t ttl, const char *req_id)
 {
-    cache_app_t *a = app;
-    const Quaver__V1__CacheSetRequest *req = (const Quaver__V1__CacheSetRequest *) msg;
-    char err[512];
-    const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
-    if (!ns || s_check_key(a, req->key, false, "key", err, sizeof err) != 0)
-        return qv_reply_error(r, 400, "%s", err);
-    if ((int64_t) req->value.len > a->cfg->max_value_bytes)
-        return qv_reply_error(r, 400, "value is %zu bytes, over max_value_bytes %lld",
-                              req->value.len, (long long) a->cfg->max_value_bytes);
-    if (req->ttl_ms < 0)
-        return qv_reply_error(r, 400, "ttl_ms is negative (%lld); 0 means the namespace's "
-                              "(%lld)", (long long) req->ttl_ms, (long long) ns->ttl_ms);
-    /* Structured values: exactly one msgpack object (cache_msgpack.h bounds what a hostile one
-     * can make msgpack-c allocate). */
-    if (req->msgpack && cache_msgpack_check(req->value.data, req->value.len, err, sizeof err) != 0)
-        return qv_reply_error(r, 400, "value is not one msgpack object: %s", err);
-
-    Quaver__V1__Empty empty = QUAVER__V1__EMPTY__INIT;
-    if (!a->cfg->cache_enabled) return s_ok(r, &empty.base);
     s_ns_stats_t *st = &a->ns_stats[ns->index];
     s_inc(&st->sets);
     /* Both tiers hold the encoded form (cache_codec.h): compressed once, here. */
     uint8_t *enc = NULL;
     size_t elen = 0;
     int zlib = 0;
-    if (cache_codec_encode(req->value.data, req->value.len, ns->compress_min, &enc, &elen,
-                           &zlib) != 0)
-        return qv_reply_error(r, 500, "out of memory");
-    atomic_fetch_add(&st->set_bytes, req->value.len);
+    char *full = s_full_key(ns->name, key);
+    if (!full || cache_codec_encode(value, vlen, ns->compress_min, &enc, &elen, &zlib) != 0) {
+        free(full);
+        return -2;
+    }
+    atomic_fetch_add(&st->set_bytes, vlen);
     atomic_fetch_add(&st->stored_bytes, elen);
     if (zlib) s_inc(&st->compressed);
-    char *key = s_full_key(req->namespace_, req->key);
-    if (!key) { free(enc); return qv_reply_error(r, 500, "out of memory"); }
-    int64_t ttl = req->ttl_ms > 0 ? req->ttl_ms : ns->ttl_ms;
     int64_t local_ttl = s_local_ttl(a, ttl, -1);
     cache_ticket_t t;
-    int rr = a->redis ? cache_redis_set(a->redis, key, enc, elen, ttl, &t) : -1;
+    int rc = 0, rr = a->redis ? cache_redis_set(a->redis, full, enc, elen, ttl, &t) : -1;
     if (rr != -1) s_inc(&st->redis_round_trips);
     if (rr == 0) {
-        s_commit(a, ns, req->key, key, t, enc, elen, local_ttl);
+        s_commit(a, ns, key, full, t, enc, elen, local_ttl);
     } else if (rr == -1) {
         /* Redis down (or none): the local tier alone; the key is UNLINKed on reconnect. */
-        t = cache_tracking_bump(a->tracking, key);
-        s_commit(a, ns, req->key, key, t, enc, elen, local_ttl);
+        t = cache_tracking_bump(a->tracking, full);
+        s_commit(a, ns, key, full, t, enc, elen, local_ttl);
     } else {
         /* Redis refused it (e.g. out of memory) and may still hold an older value: keep no
          * local copy that would disagree with it. */
         s_inc(&st->redis_errors);
-        (void) cache_tracking_bump(a->tracking, key);
-        (void) cache_store_ns_delete(a->store, ns->name, req->key);
-        qv_log(QV_LOG_WARN, call->request_id, "redis SET %s failed; not cached", key);
+        (void) cache_tracking_bump(a->tracking, full);
+        (void) cache_store_ns_delete(a->store, ns->name, key);
+        qv_log(QV_LOG_WARN, req_id, "redis SET %s failed; not cached", full);
+        rc = -1;
     }
     free(enc);
-    free(key);
+    free(full);
+    return rc;
+}
+
+int cache_app_set(cache_app_t *a, const char *ns_name, const char *key, const void *value,
+                  size_t vlen, int64_t ttl_ms, bool msgpack, const char *req_id, char *err,
+                  size_t errlen)
+{
+    const cache_namespace_t *ns = s_check_namespace(a, ns_name, false, err, errlen);
+    if (!ns || s_check_key(a, key, false, "key", err, errlen) != 0) return -1;
+    if ((int64_t) vlen > a->cfg->max_value_bytes) {
+        snprintf(err, errlen, "value is %zu bytes, over max_value_bytes %lld", vlen,
+                 (long long) a->cfg->max_value_bytes);
+        return -1;
+    }
+    if (ttl_ms < 0) {
+        snprintf(err, errlen, "ttl_ms is negative (%lld); 0 means the namespace's (%lld)",
+                 (long long) ttl_ms, (long long) ns->ttl_ms);
+        return -1;
+    }
+    /* Structured values: exactly one msgpack object (cache_msgpack.h bounds what a hostile one
+     * can make msgpack-c allocate). */
+    if (msgpack) {
+        char why[256];
+        if (cache_msgpack_check(value, vlen, why, sizeof why) != 0) {
+            snprintf(err, errlen, "value is not one msgpack object: %s", why);
+            return -1;
+        }
+    }
+    if (!a->cfg->cache_enabled) return 0;
+    if (s_write(a, ns, key, value, vlen, ttl_ms > 0 ? ttl_ms : ns->ttl_ms, req_id) == -2) {
+        snprintf(err, errlen, "out of memory");
+        return -2;
+    }
+    return 0;
+}
+
+static int s_set(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+{
+    const Quaver__V1__CacheSetRequest *req = (const Quaver__V1__CacheSetRequest *) msg;
+    char err[512];
+    int rc = cache_app_set(app, req->namespace_, req->key, req->value.data, req->value.len,
+                           req->ttl_ms, req->msgpack, call->request_id, err, sizeof err);
+    if (rc < 0) return qv_reply_error(r, rc == -1 ? 400 : 500, "%s", err);
+    Quaver__V1__Empty empty = QUAVER__V1__EMPTY__INIT;
     return s_ok(r, &empty.base);
 }
 
-static int s_delete(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+int cache_app_delete(cache_app_t *a, const char *ns_name, const char *key, char *err,
+                     size_t errlen)
 {
-    cache_app_t *a = app;
-    const Quaver__V1__CacheKey *req = (const Quaver__V1__CacheKey *) msg;
-    char err[512];
-    const cache_namespace_t *ns = s_check_namespace(a, req->namespace_, false, err, sizeof err);
-    if (!ns || s_check_key(a, req->key, false, "key", err, sizeof err) != 0)
-        return qv_reply_error(r, 400, "%s", err);
+    const cache_namespace_t *ns = s_check_namespace(a, ns_name, false, err, errlen);
+    if (!ns || s_check_key(a, key, false, "key", err, errlen) != 0) return -1;
     s_ns_stats_t *st = &a->ns_stats[ns->index];
     s_inc(&st->deletes);
-    Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
     /* Deleting works even with cache_enabled off: turning the cache off must not keep a
      * stale value alive in Redis for the replicas that still have it on. Local first (after
      * a bump, so no reply in flight re-inserts it), then Redis (which bumps again before the
      * UNLINK, in Redis's order). */
-    char *key = s_full_key(req->namespace_, req->key);
-    if (!key) return qv_reply_error(r, 500, "out of memory");
-    (void) cache_tracking_bump(a->tracking, key);
-    int local = cache_store_ns_delete(a->store, ns->name, req->key);
-    int remote = a->redis ? cache_redis_del(a->redis, key) : -1;
+    char *full = s_full_key(ns->name, key);
+    if (!full) { snprintf(err, errlen, "out of memory"); return -2; }
+    (void) cache_tracking_bump(a->tracking, full);
+    int local = cache_store_ns_delete(a->store, ns->name, key);
+    int remote = a->redis ? cache_redis_del(a->redis, full) : -1;
     if (remote != -1) s_inc(&st->redis_round_trips);
     if (remote == -2) s_inc(&st->redis_errors);
-    rep.removed = (local > 0 || remote > 0) ? 1 : 0;
-    free(key);
+    free(full);
+    return (local > 0 || remote > 0) ? 1 : 0;
+}
+
+static int s_delete(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+{
+    const Quaver__V1__CacheKey *req = (const Quaver__V1__CacheKey *) msg;
+    char err[512];
+    int removed = cache_app_delete(app, req->namespace_, req->key, err, sizeof err);
+    if (removed < 0) return qv_reply_error(r, removed == -1 ? 400 : 500, "%s", err);
+    Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
+    rep.removed = removed;
     return s_ok(r, &rep.base);
 }
 
@@ -659,6 +713,13 @@ static int64_t s_remove_local(cache_app_t *a, const s_local_match_t *m)
                                                          (void *) m->glob)
                         : cache_store_ns_delete_prefix(a->store, m->ns, m->prefix);
     return n > 0 ? n : 0;
+}
+
+void cache_app_forget_local(cache_app_t *a, const char *ns)
+{
+    s_local_match_t m = { ns && *ns ? ns : NULL, "", NULL };
+    cache_tracking_bump_all(a->tracking);   /* no GET reply in flight may re-insert */
+    (void) s_remove_local(a, &m);
 }
 
 /* Removes from both tiers what matches: Redis SCAN MATCH redis_match + UNLINK, and locally
@@ -844,18 +905,17 @@ static double s_rate(uint64_t hits, uint64_t misses)
 
 /* Per namespace: ns.<name>.<stat>; global: plain names (the gateway renders them as
  * {"namespaces": {ns: {stat: v}}, stat: v}). Then every metric of the registry. */
-static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+Quaver__V1__StatsReply *cache_app_stats(cache_app_t *a, const char *service)
 {
-    cache_app_t *a = app;
     Quaver__V1__StatsReply *rep = NULL;
     if (a->metrics) {
         s_update_gauges(a);
-        rep = qv_stats_from_metrics(a->metrics, "cache");
+        rep = qv_stats_from_metrics(a->metrics, service);
     } else if ((rep = calloc(1, sizeof *rep))) {
         quaver__v1__stats_reply__init(rep);
-        rep->service = strdup("cache");
+        rep->service = strdup(service);
     }
-    if (!rep) return qv_reply_error(r, 500, "out of memory");
+    if (!rep || !rep->service) { if (rep) qv_stats_reply_free(rep); return NULL; }
     size_t cap = rep->n_stats;
     int bad = 0;
     uint64_t hits = 0, misses = 0;
@@ -922,7 +982,15 @@ static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg
         { "redis_up", a->redis && cache_redis_up(a->redis) ? 1 : 0 },
     };
     for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) bad |= s_stat(rep, &cap, g[k].n, g[k].v);
-    int rc = bad ? qv_reply_error(r, 500, "out of memory") : s_ok(r, &rep->base);
+    if (bad) { qv_stats_reply_free(rep); return NULL; }
+    return rep;
+}
+
+static int s_stats(void *app, const qv_call_t *call, const ProtobufCMessage *msg, qv_reply_t *r)
+{
+    Quaver__V1__StatsReply *rep = cache_app_stats(app, "cache");
+    if (!rep) return qv_reply_error(r, 500, "out of memory");
+    int rc = s_ok(r, &rep->base);
     qv_stats_reply_free(rep);
     return rc;
 }
@@ -958,50 +1026,18 @@ static int s_load_lookup(void *app, const cache_namespace_t *ns, const char *key
     return hit;
 }
 
-/* Set's write path (as s_set after its checks) for a value a loader answered. */
+/* Set's write path for a value a loader answered. */
 static int s_load_store(void *app, const cache_namespace_t *ns, const char *key,
                         const void *value, size_t vlen, int64_t ttl_ms, const char *req_id)
 {
-    cache_app_t *a = app;
-    s_ns_stats_t *st = &a->ns_stats[ns->index];
-    uint8_t *enc = NULL;
-    size_t elen = 0;
-    int zlib = 0;
-    if (cache_codec_encode(value, vlen, ns->compress_min, &enc, &elen, &zlib) != 0) return -1;
-    char *full = s_full_key(ns->name, key);
-    if (!full) { free(enc); return -1; }
-    s_inc(&st->sets);
-    atomic_fetch_add(&st->set_bytes, vlen);
-    atomic_fetch_add(&st->stored_bytes, elen);
-    if (zlib) s_inc(&st->compressed);
-    cache_ticket_t t;
-    int rc = 0, rr = a->redis ? cache_redis_set(a->redis, full, enc, elen, ttl_ms, &t) : -1;
-    if (rr != -1) s_inc(&st->redis_round_trips);
-    if (rr == -1) t = cache_tracking_bump(a->tracking, full);   /* Redis down: local only */
-    if (rr == 0 || rr == -1) {
-        s_commit(a, ns, key, full, t, enc, elen, s_local_ttl(a, ttl_ms, -1));
-    } else {
-        s_inc(&st->redis_errors);
-        (void) cache_tracking_bump(a->tracking, full);
-        (void) cache_store_ns_delete(a->store, ns->name, key);
-        qv_log(QV_LOG_WARN, req_id, "redis SET %s failed; loaded value not cached", full);
-        rc = -1;
-    }
-    free(enc);
-    free(full);
-    return rc;
+    return s_write(app, ns, key, value, vlen, ttl_ms, req_id) == 0 ? 0 : -1;
 }
 
 /* Delete's path (both tiers, after a bump). */
 static void s_load_remove(void *app, const cache_namespace_t *ns, const char *key)
 {
-    cache_app_t *a = app;
-    char *full = s_full_key(ns->name, key);
-    if (!full) return;
-    (void) cache_tracking_bump(a->tracking, full);
-    (void) cache_store_ns_delete(a->store, ns->name, key);
-    if (a->redis) (void) cache_redis_del(a->redis, full);
-    free(full);
+    char err[256];
+    (void) cache_app_delete(app, ns->name, key, err, sizeof err);
 }
 
 static int s_load_init(cache_app_t *a)

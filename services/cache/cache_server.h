@@ -7,6 +7,8 @@
 #define CACHE_SERVER_H
 #include "qv_config.h"
 #include "qv_rpc.h"
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef struct {
     QV_COMMON_CFG_FIELDS
@@ -63,6 +65,27 @@ int cache_server_split_key(const char *full, size_t len, char *ns, size_t nslen,
 /* The tracking sink's on_key: drops the local copy of the Redis key full; a key of a namespace
  * not in the table is ignored. Exposed for the selftest. */
 void cache_app_on_inval_key(void *app, const char *full, size_t len);
+/* ---- in-process use (cache_embed.h: the gateway runs an app as its own local tier) ----
+ * The same checks, codec, tiers, coherence and statistics as the RPC methods of the same
+ * name. err gets the reason of a -1 (bad input: the text an RPC would send with its 400) or
+ * -2 (out of memory). Thread-safe. */
+/* 1 hit (*val_p malloc'd, caller frees; *tier_p "local" or "redis", static), 0 miss. */
+int cache_app_get(cache_app_t *self, const char *ns, const char *key, uint8_t **val_p,
+                  size_t *vlen_p, const char **tier_p, char *err, size_t errlen);
+/* ttl_ms 0: the namespace's. 0 stored (or deliberately not: cache disabled, Redis refused). */
+int cache_app_set(cache_app_t *self, const char *ns, const char *key, const void *value,
+                  size_t vlen, int64_t ttl_ms, bool msgpack, const char *req_id, char *err,
+                  size_t errlen);
+/* Both tiers. 1 removed, 0 there was nothing. */
+int cache_app_delete(cache_app_t *self, const char *ns, const char *key, char *err,
+                     size_t errlen);
+/* Drops the local copies of namespace ns (NULL or "": all), leaving Redis alone: for a caller
+ * that just had another process clear Redis and must not wait for the invalidations. */
+void cache_app_forget_local(cache_app_t *self, const char *ns);
+/* The Stats reply (ns.<name>.<stat> and global names, then the metrics registry) with
+ * `service` as its service name. Caller frees with qv_stats_reply_free. NULL: no memory. */
+Quaver__V1__StatsReply *cache_app_stats(cache_app_t *self, const char *service);
+
 /* The method table (ends with a NULL name). */
 extern const qv_method_t cache_methods[];
 #endif

@@ -22,7 +22,6 @@
 #include "gw_routes.h"
 #include "gw_server.h"
 #include "qv_log.h"
-#include "quaver/v1/cache.pb-c.h"
 #include <sodium.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -153,35 +152,9 @@ json_t *gw_cache_stats_json(const Quaver__V1__StatsReply *st)
     return doc;
 }
 
-/* ---- calls to the cache service ------------------------------------------------------- */
+/* ---- the embedded cache ----------------------------------------------------------------- */
 
-static int s_deadline(gw_req_t *req)
-{
-    int d = (int) req->srv->cfg->cache_deadline_ms;
-    return d > 0 ? d : 200;
-}
-
-/* Worth calling the cache? Not when this request already saw it fail, nor when our broker
- * has no worker for it (the call would only wait for its deadline: the broker holds a request
- * for a service without workers until then). */
-static bool s_reachable(gw_req_t *req)
-{
-    if (req->cache_failed)
-        return false;
-    qv_broker_service_stats_t st[32];
-    int n = qv_broker_stats(req->srv->broker, st, 32);
-    for (int i = 0; i < n && i < 32; i++)
-        if (strcmp(st[i].name, "cache") == 0)
-            return st[i].workers > 0;
-    return n < 32 ? false : true;   /* a full table might have missed it: try */
-}
-
-/* Notes a failure that says "the cache is not there" (as opposed to a 4xx about the input). */
-static void s_note(gw_req_t *req, int status)
-{
-    if (status == 503 || status == 504 || status < 200)
-        req->cache_failed = true;
-}
+static cache_app_t *s_app(gw_req_t *req) { return cache_embed_app(req->srv->cache); }
 
 static void s_count(gw_req_t *req, const char *result)
 {
@@ -189,33 +162,19 @@ static void s_count(gw_req_t *req, const char *result)
     snprintf(labels, sizeof labels, "route=%s,result=%s", req->route->pattern, result);
     qv_metric_t *c = qv_metrics_counter(req->srv->metrics, "quaver_http_cache_lookups_total",
                                         "response-cache lookups by route pattern and result "
-                                        "(hit, miss, unavailable)", labels);
+                                        "(hit, miss)", labels);
     if (c)
         qv_metric_add(c, 1);
 }
 
-/* Delete one key; logs a failure (the TTL bounds the staleness it leaves). */
+/* Delete one key from both tiers. With Redis down the local copy still goes, and cache_redis
+ * UNLINKs the key when Redis is back, so no replica reads the old answer from Redis then. */
 static void s_delete(gw_req_t *req, const char *ns, const char *key)
 {
-    /* A failure is not an error for the client: the change itself committed. The old answer
-     * may be served until the namespace's TTL ends, which is the bound we accept here. */
-    if (!s_reachable(req)) {
-        qv_log(QV_LOG_WARN, req->request_id, "cache invalidation of %s/%s skipped (cache "
-               "unavailable); it may be served stale until its TTL", ns, key);
-        return;
-    }
-    Quaver__V1__CacheKey ck = QUAVER__V1__CACHE_KEY__INIT;
-    ck.namespace_ = (char *) ns;
-    ck.key = (char *) key;
-    qv_result_t res;
-    int st = gw_call(req, "cache", "Delete", &ck.base, s_deadline(req), &res);
-    if (st < 200 || st >= 300) {
-        s_note(req, st);
-        qv_log(QV_LOG_WARN, req->request_id,
-               "cache invalidation of %s/%s failed (%d%s%s); it may be served stale until its TTL",
-               ns, key, st, res.error && *res.error ? ": " : "", res.error ? res.error : "");
-    }
-    qv_result_free(&res);
+    char err[256];
+    if (cache_app_delete(s_app(req), ns, key, err, sizeof err) < 0)
+        qv_log(QV_LOG_WARN, req->request_id, "cache invalidation of %s/%s failed: %s", ns, key,
+               err);
 }
 
 void gw_cache_room_changed(gw_req_t *req, int64_t room, unsigned what)
@@ -290,42 +249,23 @@ void gw_cache_run(gw_req_t *req)
         return;
     }
     const char *ns = rt->cache_ns;
-    int dl = s_deadline(req);
-
-    Quaver__V1__CacheKey ck = QUAVER__V1__CACHE_KEY__INIT;
-    ck.namespace_ = (char *) ns;
-    ck.key = key;
-    qv_result_t res;
-    int st = 503;
-    if (s_reachable(req))
-        st = gw_call(req, "cache", "Get", &ck.base, dl, &res);
-    else
-        memset(&res, 0, sizeof res);
-    bool cache_up = st >= 200 && st < 300;
-    s_note(req, st);
-    if (cache_up) {
-        Quaver__V1__CacheGetReply *g = quaver__v1__cache_get_reply__unpack(NULL, res.len,
-                                                                           res.payload);
-        if (g && g->found && s_plausible(g->value.data, g->value.len)) {
-            s_count(req, "hit");
-            s_answer(req, (const char *) g->value.data, g->value.len, "HIT");
-            quaver__v1__cache_get_reply__free_unpacked(g, NULL);
-            qv_result_free(&res);
-            return;
-        }
-        if (!g)
-            cache_up = false;
-        else if (g->found)
-            qv_log(QV_LOG_WARN, req->request_id, "cache value of %s/%s is not a JSON object; "
-                   "replacing it", ns, key);
-        if (g)
-            quaver__v1__cache_get_reply__free_unpacked(g, NULL);
-    } else {
-        qv_log(QV_LOG_DEBUG, req->request_id, "cache Get %s/%s answered %d; going on without "
-               "the cache", ns, key, st);
+    char err[256];
+    uint8_t *val = NULL;
+    size_t vlen = 0;
+    int hit = cache_app_get(s_app(req), ns, key, &val, &vlen, NULL, err, sizeof err);
+    if (hit == 1 && s_plausible(val, vlen)) {
+        s_count(req, "hit");
+        s_answer(req, (const char *) val, vlen, "HIT");
+        free(val);
+        return;
     }
-    qv_result_free(&res);
-    s_count(req, cache_up ? "miss" : "unavailable");
+    if (hit == 1)
+        qv_log(QV_LOG_WARN, req->request_id, "cache value of %s/%s is not a JSON object; "
+               "replacing it", ns, key);
+    else if (hit < 0)
+        qv_log(QV_LOG_WARN, req->request_id, "cache Get %s/%s: %s", ns, key, err);
+    free(val);
+    s_count(req, "miss");
 
     _Atomic uint64_t *gen = s_gen_slot(ns, key);
     uint64_t gen0 = atomic_load(gen);
@@ -335,19 +275,11 @@ void gw_cache_run(gw_req_t *req)
     if (!req->captured)
         return;               /* the handler answered an error itself, or nothing */
 
-    if (cache_up && atomic_load(gen) == gen0) {
-        Quaver__V1__CacheSetRequest set = QUAVER__V1__CACHE_SET_REQUEST__INIT;
-        set.namespace_ = (char *) ns;
-        set.key = key;
-        set.value.data = (uint8_t *) req->cap_body;
-        set.value.len = req->cap_len;
-        set.ttl_ms = 0;       /* the namespace's default TTL */
-        st = gw_call(req, "cache", "Set", &set.base, dl, &res);
-        s_note(req, st);
-        if (st < 200 || st >= 300)
-            qv_log(QV_LOG_DEBUG, req->request_id, "cache Set %s/%s answered %d%s%s", ns, key,
-                   st, res.error && *res.error ? ": " : "", res.error ? res.error : "");
-        qv_result_free(&res);
+    if (atomic_load(gen) == gen0) {
+        /* ttl 0: the namespace's default TTL */
+        if (cache_app_set(s_app(req), ns, key, req->cap_body, req->cap_len, 0, false,
+                          req->request_id, err, sizeof err) != 0)
+            qv_log(QV_LOG_WARN, req->request_id, "cache Set %s/%s: %s", ns, key, err);
         if (atomic_load(gen) != gen0)
             s_delete(req, ns, key);   /* a change came in while we stored: undo */
     }

@@ -3,6 +3,7 @@
  * a JWT secret shorter than 32 bytes, or with too few HTTP threads to serve plain requests
  * while every allowed WebSocket holds one (civetweb keeps a thread per open WebSocket). */
 #include "gw_server.h"
+#include "cache_namespace.h"
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,12 +44,28 @@ const qv_cfg_key_t gw_cfg_keys[] = {
     { "slow_request_threshold", QV_CFG_INT, offsetof(gw_cfg_t, slow_request_threshold), "2000",
       1, 3600000, "SLOW_REQUEST_THRESHOLD", QV_CFG_RUNTIME,
       "requests slower than this many ms are logged as warnings" },
-    /* Short: the cache is an optimisation, so a cache that is down or slow must cost a request
-     * little before it falls back to the handler (gw_cache.c). */
-    { "cache_deadline_ms", QV_CFG_INT, offsetof(gw_cfg_t, cache_deadline_ms), "200", 10,
-      10000, NULL, 0,
-      "deadline of each response-cache call (Get, Set, Delete); past it the request goes on "
-      "without the cache" },
+    /* The embedded response cache (gw_cache.h, cache_embed.h): the same key names, env
+     * names and defaults as the cache daemon's, so one setting serves both. */
+    { "redis_url", QV_CFG_STR, offsetof(gw_cfg_t, cache.redis_url), "redis://127.0.0.1:6379",
+      0, 1024, "REDIS_URL", QV_CFG_NONEMPTY | QV_CFG_SECRET,
+      "Redis behind the response cache: redis://[[user]:password@]host[:port][/db]" },
+    { "cache_enabled", QV_CFG_BOOL, offsetof(gw_cfg_t, cache.cache_enabled), "true", 0, 0,
+      "CACHE_ENABLED", 0, "false: cached routes always run their handler" },
+    { "cache_ttl", QV_CFG_INT, offsetof(gw_cfg_t, cache.cache_ttl), "300", 1, 2592000,
+      "CACHE_TTL", 0, "TTL (s) of namespaces whose ttl is 'default'" },
+    { "namespaces", QV_CFG_STR, offsetof(gw_cfg_t, cache.namespaces), CACHE_NAMESPACES_DEFAULT,
+      0, 8192, NULL, QV_CFG_NONEMPTY, "the cache namespaces, as the cache daemon's key" },
+    { "local_max_entries", QV_CFG_INT, offsetof(gw_cfg_t, cache.local_max_entries), "10000",
+      1, 100000000, NULL, 0, "most entries in the gateway's local tier" },
+    { "local_max_bytes", QV_CFG_INT, offsetof(gw_cfg_t, cache.local_max_bytes), "33554432",
+      1024, 68719476736.0, NULL, 0, "most key+value bytes in the gateway's local tier" },
+    { "local_max_ttl_ms", QV_CFG_INT, offsetof(gw_cfg_t, cache.local_max_ttl_ms), "60000", 100,
+      86400000, NULL, 0, "no local copy lives longer than this, even if an invalidation from "
+      "Redis is lost" },
+    /* Short: the cache is an optimisation, so a Redis that is down or slow must cost a request
+     * little before it falls back to the handler. */
+    { "redis_timeout_ms", QV_CFG_INT, offsetof(gw_cfg_t, cache.redis_timeout_ms), "200", 1,
+      60000, NULL, 0, "Redis connect and command timeout of the response cache" },
     { NULL, 0, 0, NULL, 0, 0, NULL, 0, NULL }
 };
 
@@ -61,6 +78,15 @@ int gw_cfg_check(const gw_cfg_t *cfg, char *errbuf, size_t errlen)
                  "one under ./var)", slen);
         return -1;
     }
+    char why[256];
+    cache_namespaces_t *ns = cache_namespaces_parse(cfg->cache.namespaces,
+                                                    cfg->cache.cache_ttl * 1000, why, sizeof why);
+    if (!ns) {
+        snprintf(errbuf, errlen, "gateway: config key 'namespaces': value '%s' is invalid: %s",
+                 cfg->cache.namespaces, why);
+        return -1;
+    }
+    cache_namespaces_destroy(&ns);
     if (cfg->http_threads <= cfg->ws_max_connections + GW_HTTP_SPARE_THREADS) {
         snprintf(errbuf, errlen, "gateway: config key 'http_threads': value '%lld' is invalid: "
                  "each open WebSocket holds a civetweb thread, so it must exceed "

@@ -40,7 +40,6 @@ typedef struct gw_req_t {
      * Every other status is written at once as usual. */
     bool        capture;
     bool        captured;
-    bool        cache_failed;        /* a cache call timed out or found no worker: skip the rest */
     char       *cap_body;
     size_t      cap_len;
 } gw_req_t;

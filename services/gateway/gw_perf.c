@@ -1,8 +1,11 @@
 /* gw_perf: the performance endpoints over the cache service.
- *   GET  /api/v1/performance/cache         any logged-in user: cache Stats as
- *        {"global":{name:value..},"namespaces":{ns:{stat:value..}}}
+ *   GET  /api/v1/performance/cache         any logged-in user: the cache daemon's Stats as
+ *        {"global":{name:value..},"namespaces":{ns:{stat:value..}},
+ *         "gateway":{"global":..,"namespaces":..}}, the last being this gateway's own tier
+ *        (the embedded engine serving the cached routes, gw_cache.h)
  *   POST /api/v1/performance/cache/clear   administrators only: {"namespace":"<name>"|"all"}
- *        -> cache Clear -> {"cleared":N,"namespace":..}
+ *        -> cache Clear (both tiers of the daemon and Redis) -> {"cleared":N,"namespace":..};
+ *        this gateway's local copies go at once, other replicas' by Redis invalidation
  * Guarantees: the administrator right is read from users.is_admin in PostgreSQL at each
  * request (user_get), not from the token's `adm` claim, so a revoked administrator loses the
  * right at once rather than when the token expires; a non-administrator gets 403 before
@@ -60,6 +63,15 @@ int gw_h_cache_stats(gw_req_t *req)
         return gw_send_error(req, 502, NULL, "cache sent a reply that does not decode");
     json_t *doc = gw_cache_stats_json(s);
     quaver__v1__stats_reply__free_unpacked(s, NULL);
+    /* This gateway's own tier (the embedded engine that serves the cached routes). */
+    Quaver__V1__StatsReply *mine = cache_app_stats(cache_embed_app(req->srv->cache), "gateway");
+    json_t *gw = mine ? gw_cache_stats_json(mine) : NULL;
+    if (mine)
+        qv_stats_reply_free(mine);
+    if (doc && (!gw || json_object_set_new(doc, "gateway", gw) != 0)) {
+        json_decref(doc);
+        doc = NULL;
+    }
     if (!doc)
         return gw_send_error(req, 500, NULL, "could not build the response");
     return gw_send_json(req, 200, doc);
@@ -93,6 +105,9 @@ int gw_h_cache_clear(gw_req_t *req)
         if (!n) {
             gw_send_error(req, 502, NULL, "cache sent a reply that does not decode");
         } else {
+            /* The daemon's UNLINKs reach our local tier as invalidations a moment later; drop
+             * our copies now so the next request here is a miss without waiting for them. */
+            cache_app_forget_local(cache_embed_app(req->srv->cache), all ? NULL : ns);
             qv_log(QV_LOG_INFO, req->request_id, "user %lld cleared cache namespace %s: %lld "
                    "entries", (long long) req->who.user_id, all ? "(all)" : ns,
                    (long long) n->removed);

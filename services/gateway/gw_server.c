@@ -75,6 +75,16 @@ gw_server_t *gw_server_new(const gw_cfg_t *cfg)
         qv_error("cannot create the bus publisher or the metrics registry");
         goto fail;
     }
+    /* The response cache: the cache daemon's engine in this process (gw_cache.h says why).
+     * The gateway stores only its own JSON answers, so the key and value limits are fixed. */
+    self->cache_cfg = cfg->cache;
+    self->cache_cfg.max_key_bytes = 512;
+    self->cache_cfg.max_value_bytes = 8 * 1024 * 1024;
+    self->cache = cache_embed_new(&self->cache_cfg, self->metrics);
+    if (!self->cache) {
+        qv_error("cannot start the response cache");
+        goto fail;
+    }
 
     mg_init_library(0);
     char port[16], threads[16], ws_timeout[16];
@@ -142,6 +152,7 @@ void gw_server_destroy(gw_server_t **self_p)
     }
     gw_ws_destroy(&self->ws);
     qv_debug("websocket hub stopped");
+    cache_embed_destroy(&self->cache);
     qv_broker_destroy(&self->broker);
     qv_debug("broker stopped");
     qv_bus_destroy(&self->bus);

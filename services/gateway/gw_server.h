@@ -13,6 +13,7 @@
 #include "qv_bus.h"
 #include "qv_metrics.h"
 #include "gw_ws.h"
+#include "cache_embed.h"
 
 typedef struct {
     QV_COMMON_CFG_FIELDS
@@ -29,7 +30,9 @@ typedef struct {
     int64_t  ws_activity_timeout;
     int64_t  default_deadline_ms;
     int64_t  slow_request_threshold;
-    int64_t  cache_deadline_ms;
+    /* The response cache's engine, embedded (gw_cache.h): the cache daemon's keys of the same
+     * names (redis_url, cache_ttl, namespaces, local_*), loaded into this struct. */
+    cache_cfg_t cache;
 } gw_cfg_t;
 
 /* The key table (gw_config.c). */
@@ -52,6 +55,8 @@ typedef struct gw_server_t {
     qv_metrics_t   *metrics;
     struct mg_context *ctx;
     gw_ws_t        *ws;
+    cache_cfg_t     cache_cfg;          /* cfg->cache plus the fixed limits (gw_server.c) */
+    cache_embed_t  *cache;              /* the response cache (gw_cache.c) */
     int64_t         started_ms;         /* monotonic */
 } gw_server_t;
 
