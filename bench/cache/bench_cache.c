@@ -39,6 +39,8 @@
 #include "qv_clock.h"
 #include "quaver/v1/envelope.pb-c.h"
 #include "quaver/v1/cache.pb-c.h"
+#include "cache_embed.h"
+#include "cache_namespace.h"
 
 #include <hiredis/hiredis.h>
 
@@ -300,14 +302,57 @@ static bool s_rpc_duration(const char *ep, const char *method, double *sum, doub
     return found == 3;
 }
 
-typedef enum { S_INPROC, S_TCP, S_FLOOR, S_REDIS, S_NPATHS } s_path_t;
+typedef enum { S_EMBED, S_INPROC, S_TCP, S_FLOOR, S_REDIS, S_NPATHS } s_path_t;
 
 static const char *s_path_label[S_NPATHS] = {
+    "cache engine embedded in this process, local hit (the gateway's path, cache_embed.h)",
     "quaver-cache Get, local hit, inproc client (the gateway's path)",
     "quaver-cache Get, local hit, tcp client",
     "quaver-cache Health, inproc client (the RPC floor: same path, no cache work)",
     "Redis GET, hiredis, one connection (anchor)",
 };
+
+/* The cache engine in this process (cache_embed.h), against the same Redis: what the gateway
+ * runs for its cached routes. Configured like the daemon below (same namespaces, long local
+ * TTL so the copy lives through the bench). */
+static cache_cfg_t s_ecfg;
+static cache_embed_t *s_embed;
+static char s_redis_url[64];
+
+static void s_start_embed(void)
+{
+    snprintf(s_redis_url, sizeof s_redis_url, "redis://127.0.0.1:%d", s_redis_port);
+    s_ecfg = (cache_cfg_t) { .redis_url = s_redis_url, .local_max_entries = 10000,
+                             .local_max_bytes = 64 << 20, .cache_ttl = 300,
+                             .cache_enabled = true, .max_key_bytes = 512,
+                             .max_value_bytes = 8 << 20, .redis_timeout_ms = 1000,
+                             .namespaces = CACHE_NAMESPACES_DEFAULT,
+                             .local_max_ttl_ms = 86400000 };
+    if (!(s_embed = cache_embed_new(&s_ecfg, NULL)))
+        s_die("cannot start the embedded cache engine");
+}
+
+/* One Get of the embedded engine, checked as s_rpc_get checks the daemon's. */
+static s_check_t s_embed_get(const s_item_t *it, char *tier, size_t tier_len)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    const char *t = "";
+    char err[256];
+    int hit = cache_app_get(cache_embed_app(s_embed), s_opts.ns, it->key, &v, &n, &t, err,
+                            sizeof err);
+    s_check_t rc = S_OK;
+    if (hit < 0)
+        rc = S_ERR_STATUS;
+    else if (hit == 0 || (int) n != it->size || memcmp(v, it->value, n) != 0)
+        rc = S_ERR_VALUE;
+    else if (strcmp(t, "local") != 0)
+        rc = S_ERR_NOT_LOCAL;
+    if (tier)
+        snprintf(tier, tier_len, "%.63s", hit < 0 ? err : t);
+    free(v);
+    return rc;
+}
 
 /* Health through the inproc path: the same client, broker, worker and dispatcher as a Get,
  * with a handler that reads two fields. What a Get costs above it is the cache's own work. */
@@ -352,6 +397,11 @@ static void s_call(s_path_t p, const s_item_t *it, redisContext *rc, bool count)
         if (!s_redis_get(rc, it) && count)
             atomic_fetch_add(&s_errors[0], 1);
     }
+    else if (p == S_EMBED) {
+        s_check_t k = s_embed_get(it, tier, sizeof tier);
+        if (count)
+            s_count(k, tier);
+    }
     else if (p == S_FLOOR) {
         if (!s_rpc_health() && count)
             s_count(S_ERR_STATUS, "");
@@ -377,6 +427,14 @@ typedef struct {
     double          server_s[S_NPATHS], server_n[S_NPATHS];
 } s_lat_t;
 
+/* Nanoseconds: an in-process hit takes well under a microsecond. */
+static int64_t s_mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 static void *s_latency_main(void *arg)
 {
     s_lat_t *l = (s_lat_t *) arg;
@@ -391,11 +449,11 @@ static void *s_latency_main(void *arg)
             const char *method = p == S_FLOOR ? "Health" : "Get";
             const char *ep = p == S_TCP ? s_ep_tcp : s_ep_inproc;
             double sum0 = 0, n0 = 0, sum1 = 0, n1 = 0;
-            bool timed = p != S_REDIS && s_rpc_duration(ep, method, &sum0, &n0);
+            bool timed = p != S_REDIS && p != S_EMBED && s_rpc_duration(ep, method, &sum0, &n0);
             for (int i = 0; i < chunk; i++) {
-                int64_t t0 = qv_mono_us();
+                int64_t t0 = s_mono_ns();
                 s_call(p, l->item, rc, true);
-                l->lat[p][c * chunk + i] = qv_mono_us() - t0;
+                l->lat[p][c * chunk + i] = s_mono_ns() - t0;
             }
             if (timed && s_rpc_duration(ep, method, &sum1, &n1) && n1 > n0) {
                 l->server_s[p] += sum1 - sum0;
@@ -407,7 +465,7 @@ static void *s_latency_main(void *arg)
     return NULL;
 }
 
-/* One latency run for one value: p50/p99 (µs) and the daemon's mean time per call (µs, -1
+/* One latency run for one value: p50/p99 (µs, from ns samples) and the daemon's mean time per call (µs, -1
  * when unknown) of every path. */
 static void s_latency(const s_item_t *it, int run, double p50[S_NPATHS], double p99[S_NPATHS],
                       double server_us[S_NPATHS])
@@ -422,6 +480,8 @@ static void s_latency(const s_item_t *it, int run, double p50[S_NPATHS], double 
     pthread_join(t, NULL);
     for (int p = 0; p < S_NPATHS; p++) {
         bench_p50_p99(l.lat[p], n, &p50[p], &p99[p]);
+        p50[p] /= 1000;
+        p99[p] /= 1000;
         server_us[p] = l.server_n[p] > 0 ? l.server_s[p] / l.server_n[p] * 1e6 : -1;
         free(l.lat[p]);
     }
@@ -764,6 +824,11 @@ static void *s_setup(void *arg)
         if (k != S_OK)
             s_die("Get of %s right after Set: %s (tier '%s')", it->key,
                   k == S_ERR_NOT_LOCAL ? "not a local hit" : "wrong or missing value", tier);
+        /* The embedded engine reads it from Redis once (tier "redis"), then holds it. */
+        (void) s_embed_get(it, tier, sizeof tier);
+        if ((k = s_embed_get(it, tier, sizeof tier)) != S_OK)
+            s_die("embedded Get of %s: %s (tier '%s')", it->key,
+                  k == S_ERR_NOT_LOCAL ? "not a local hit" : "wrong or missing value", tier);
         redisReply *r = rc ? (redisReply *) redisCommand(rc, "STRLEN %s", it->rkey) : NULL;
         if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
             s_die("Redis does not hold %s", it->rkey);
@@ -820,6 +885,7 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
 
     s_start_redis();
+    s_start_embed();
 
     /* the broker as the gateway runs it: tcp for daemons, inproc for the gateway's threads */
     snprintf(s_ep_inproc, sizeof s_ep_inproc, "inproc://qv-bench-cache-%d", (int) getpid());
@@ -845,7 +911,7 @@ int main(int argc, char **argv)
     static double p50[S_MAX_SIZES][S_NPATHS][S_MAX_RUNS], p99[S_MAX_SIZES][S_NPATHS][S_MAX_RUNS];
     /* throughput columns: the daemon over inproc and over tcp; Redis with the same client model
      * (one blocking hiredis connection per thread); redis-benchmark (one event loop) */
-    enum { T_INPROC, T_TCP, T_HIREDIS, T_RBENCH, T_N };
+    enum { T_EMBED, T_INPROC, T_TCP, T_HIREDIS, T_RBENCH, T_N };
     static double tput[S_MAX_SIZES][T_N][S_MAX_RUNS], rb_p50[S_MAX_SIZES][S_MAX_RUNS];
     static double cpu[S_MAX_SIZES][T_N][C_N][S_MAX_RUNS];
     static double srv[S_MAX_SIZES][S_NPATHS][S_MAX_RUNS];
@@ -860,7 +926,7 @@ int main(int argc, char **argv)
                 p99[s][p][r] = a99[p];
                 srv[s][p][r] = asv[p];
             }
-            static const s_path_t tp_path[T_N] = { S_INPROC, S_TCP, S_REDIS, S_REDIS };
+            static const s_path_t tp_path[T_N] = { S_EMBED, S_INPROC, S_TCP, S_REDIS, S_REDIS };
             for (int k = 0; k < T_N; k++) {
                 int t = (r + k) % T_N;
                 if (t == T_RBENCH) {
@@ -909,7 +975,7 @@ int main(int argc, char **argv)
             double sv = bench_median(srv[s][p], runs);
             if (p != S_REDIS && sv >= 0)
                 snprintf(in_daemon, sizeof in_daemon, "%.1f", sv);
-            printf("| %s | %s | %.0f | %.0f | %.0f–%.0f | %.2f | %.2f | %.2f | %s |\n",
+            printf("| %s | %s | %.1f | %.1f | %.1f–%.1f | %.3f | %.3f | %.3f | %s |\n",
                    s_items[s].label, s_path_label[p], m50, m99, bench_min(p50[s][p], runs),
                    bench_max(p50[s][p], runs), m50 / r50, m99 / r99, bench_median(ratio, runs),
                    in_daemon);
@@ -925,12 +991,15 @@ int main(int argc, char **argv)
            "redis-benchmark: `redis-benchmark -c %d -n %d -t get -d SIZE --csv` (one process, "
            "one event loop, %d connections).\n\n", s_opts.clients, s_opts.clients,
            s_opts.seconds, s_opts.clients, s_opts.requests, s_opts.clients);
-    printf("| value | quaver-cache Get, inproc (calls/s) | quaver-cache Get, tcp (calls/s) | "
+    printf("| value | embedded engine Get (calls/s) | quaver-cache Get, inproc (calls/s) | "
+           "quaver-cache Get, tcp (calls/s) | "
            "Redis GET, %d hiredis threads (calls/s) | redis-benchmark GET (requests/s) | "
-           "inproc / redis-benchmark | tcp / redis-benchmark | inproc / hiredis threads | "
+           "embedded / redis-benchmark | inproc / redis-benchmark | tcp / redis-benchmark | "
+           "inproc / hiredis threads | "
            "median of per-run inproc / redis-benchmark | inproc min–max | redis-benchmark "
            "min–max | redis-benchmark p50 (µs) |\n"
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", s_opts.clients);
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+           s_opts.clients);
     for (int s = 0; s < ns; s++) {
         double m[T_N];
         for (int t = 0; t < T_N; t++)
@@ -938,9 +1007,10 @@ int main(int argc, char **argv)
         double ratio[S_MAX_RUNS];
         for (int r = 0; r < runs; r++)
             ratio[r] = tput[s][T_INPROC][r] / tput[s][T_RBENCH][r];
-        printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f–%.0f | "
-               "%.0f–%.0f | %.0f |\n", s_items[s].label, m[T_INPROC], m[T_TCP], m[T_HIREDIS],
-               m[T_RBENCH], m[T_INPROC] / m[T_RBENCH], m[T_TCP] / m[T_RBENCH],
+        printf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | "
+               "%.0f–%.0f | %.0f–%.0f | %.0f |\n", s_items[s].label, m[T_EMBED], m[T_INPROC],
+               m[T_TCP], m[T_HIREDIS], m[T_RBENCH], m[T_EMBED] / m[T_RBENCH],
+               m[T_INPROC] / m[T_RBENCH], m[T_TCP] / m[T_RBENCH],
                m[T_INPROC] / m[T_HIREDIS], bench_median(ratio, runs),
                bench_min(tput[s][T_INPROC], runs), bench_max(tput[s][T_INPROC], runs),
                bench_min(tput[s][T_RBENCH], runs), bench_max(tput[s][T_RBENCH], runs),
@@ -953,7 +1023,8 @@ int main(int argc, char **argv)
     printf("| value | path | calls/s | quaver-cache | bench process (%d clients%s) | "
            "redis-server | total |\n|---:|---|---:|---:|---:|---:|---:|\n", s_opts.clients,
            ", broker");
-    static const char *tlabel[T_N] = { "quaver-cache Get, inproc", "quaver-cache Get, tcp",
+    static const char *tlabel[T_N] = { "embedded engine Get", "quaver-cache Get, inproc",
+                                       "quaver-cache Get, tcp",
                                        "Redis GET, hiredis threads", NULL };
     for (int s = 0; s < ns; s++)
         for (int t = 0; t < T_RBENCH; t++) {
@@ -976,6 +1047,7 @@ int main(int argc, char **argv)
            *s_last_bad_tier ? "')" : "", e[S_ERR_VALUE]);
 
     s_reap();
+    cache_embed_destroy(&s_embed);
     qv_broker_destroy(&broker);
     for (int s = 0; s < ns; s++)
         free(s_items[s].value);

@@ -63,3 +63,29 @@ int cache_codec_decode(const uint8_t *in, size_t n, size_t max_len, uint8_t **ou
     *olen_p = len;
     return 0;
 }
+
+int cache_codec_raw_form(const void *value, size_t vlen, uint8_t **out_p, size_t *olen_p)
+{
+    uint8_t *r = malloc(vlen + 1);
+    if (!r) return -2;
+    r[0] = CACHE_CODEC_RAW;
+    if (vlen) memcpy(r + 1, value, vlen);
+    *out_p = r;
+    *olen_p = vlen + 1;
+    return 0;
+}
+
+int cache_codec_local_form(const uint8_t *in, size_t n, size_t max_len, uint8_t **out_p,
+                           size_t *olen_p)
+{
+    *out_p = NULL;
+    *olen_p = 0;
+    if (n >= 1 && in[0] == CACHE_CODEC_RAW) return 0;
+    uint8_t *val = NULL;
+    size_t vlen = 0;
+    int rc = cache_codec_decode(in, n, max_len, &val, &vlen);
+    if (rc != 0) return rc;
+    rc = cache_codec_raw_form(val, vlen, out_p, olen_p);
+    free(val);
+    return rc;
+}

@@ -142,9 +142,15 @@ static void s_commit(cache_app_t *a, const cache_namespace_t *ns, const char *ke
                      int64_t ttl_ms)
 {
     if ((int64_t) vlen > a->cfg->max_value_bytes + 1) return;   /* + the codec's header */
-    s_put_t p = { a->store, ns->name, key, value, vlen, ttl_ms };
+    /* Locally a value is kept raw (cache_codec_local_form says why). */
+    uint8_t *raw = NULL;
+    size_t rlen = 0;
+    if (cache_codec_local_form(value, vlen, (size_t) a->cfg->max_value_bytes, &raw, &rlen) != 0)
+        return;
+    s_put_t p = { a->store, ns->name, key, raw ? raw : value, raw ? rlen : vlen, ttl_ms };
     if (!cache_tracking_commit(a->tracking, full, t, s_put, &p))
         s_inc(&a->ns_stats[ns->index].stale_replies);
+    free(raw);
 }
 
 /* ---- tracking sink ------------------------------------------------------------------ */
@@ -590,12 +596,23 @@ static int s_write(cache_app_t *a, const cache_namespace_t *ns, const char *key,
     cache_ticket_t t;
     int rc = 0, rr = a->redis ? cache_redis_set(a->redis, full, enc, elen, ttl, &t) : -1;
     if (rr != -1) s_inc(&st->redis_round_trips);
+    /* The local copy is raw (cache_codec_local_form): from the value we hold, not by
+     * inflating what we just deflated. */
+    uint8_t *raw = NULL;
+    size_t rlen = 0;
+    if (zlib && cache_codec_raw_form(value, vlen, &raw, &rlen) != 0) rr = -3;
+    const uint8_t *local = raw ? raw : enc;
+    size_t llen = raw ? rlen : elen;
     if (rr == 0) {
-        s_commit(a, ns, key, full, t, enc, elen, local_ttl);
+        s_commit(a, ns, key, full, t, local, llen, local_ttl);
     } else if (rr == -1) {
         /* Redis down (or none): the local tier alone; the key is UNLINKed on reconnect. */
         t = cache_tracking_bump(a->tracking, full);
-        s_commit(a, ns, key, full, t, enc, elen, local_ttl);
+        s_commit(a, ns, key, full, t, local, llen, local_ttl);
+    } else if (rr == -3) {
+        /* No memory for the local copy: Redis has the value, the old local copy goes. */
+        (void) cache_tracking_bump(a->tracking, full);
+        (void) cache_store_ns_delete(a->store, ns->name, key);
     } else {
         /* Redis refused it (e.g. out of memory) and may still hold an older value: keep no
          * local copy that would disagree with it. */
@@ -605,6 +622,7 @@ static int s_write(cache_app_t *a, const cache_namespace_t *ns, const char *key,
         qv_log(QV_LOG_WARN, req_id, "redis SET %s failed; not cached", full);
         rc = -1;
     }
+    free(raw);
     free(enc);
     free(full);
     return rc;

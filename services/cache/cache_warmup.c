@@ -21,15 +21,6 @@ static void s_put(void *ctx)
     p->stored = cache_store_ns_set(p->store, p->ns, p->key, p->value, p->vlen, p->ttl_ms) == 0;
 }
 
-static int s_valid(const cache_warmup_env_t *env, const uint8_t *v, size_t n)
-{
-    uint8_t *out = NULL;
-    size_t olen = 0;
-    int rc = cache_codec_decode(v, n, env->max_value_bytes, &out, &olen);
-    free(out);
-    return rc == 0;
-}
-
 int64_t cache_warmup_keys(const cache_warmup_env_t *env, const char *ns, int64_t ns_ttl_ms,
                           const char *const *keys, size_t n, const cache_warmup_expect_t *expect,
                           uint64_t *rounds)
@@ -52,10 +43,21 @@ int64_t cache_warmup_keys(const cache_warmup_env_t *env, const char *ns, int64_t
     loaded = 0;
     for (size_t i = 0; i < n; i++) {
         if (!rv[i].found || rv[i].vlen > env->max_value_bytes + 1) continue;
+        /* The local tier's form (raw, cache_codec_local_form), which is also what a snapshot
+         * holds: compared in that form, and kept in it. */
+        uint8_t *raw = NULL;
+        size_t rlen = 0;
+        if (cache_codec_local_form(rv[i].value, rv[i].vlen, env->max_value_bytes, &raw,
+                                   &rlen) != 0)
+            continue;
+        if (raw) {
+            free(rv[i].value);
+            rv[i].value = raw;
+            rv[i].vlen = rlen;
+        }
         if (expect && (rv[i].vlen != expect[i].vlen
                        || memcmp(rv[i].value, expect[i].value, rv[i].vlen) != 0))
             continue;
-        if (!s_valid(env, rv[i].value, rv[i].vlen)) continue;
         int64_t t = ns_ttl_ms;
         if (rv[i].pttl > 0 && rv[i].pttl < t) t = rv[i].pttl;
         if (expect && expect[i].ttl_ms > 0 && expect[i].ttl_ms < t) t = expect[i].ttl_ms;
