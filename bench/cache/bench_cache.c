@@ -5,16 +5,19 @@
  * The processes are the real ones: a private redis-server (free loopback port, no persistence)
  * and the quaver-cache daemon of this build (bin/quaver-cache beside this binary), connected
  * over tcp loopback to an MDP broker that lives in this process, as the broker lives in the
- * gateway. The broker binds tcp://127.0.0.1:* and inproc://, so there are two RPC paths:
+ * gateway. The broker binds tcp://127.0.0.1:* and inproc://, so there are two RPC paths, and
+ * the engine embedded in this process is a third:
  *
+ *   embed:  cache_app_get of a cache_embed in this process, against the same Redis (what the
+ *           gateway runs for its cached routes, cache_embed.h)
  *   inproc: qv_rpc_call -> inproc:// -> broker -> tcp -> quaver-cache -> back
- *           (how the gateway's HTTP threads call the cache)
+ *           (a caller in the broker's process)
  *   tcp:    qv_rpc_call -> tcp       -> broker -> tcp -> quaver-cache -> back
  *           (another daemon's call; the client shares this process's libzmq IO thread)
  *   redis:  hiredis GET of the same Redis key (quaver:<ns>:<key>), one connection (the anchor)
  *
  * Latency: one thread, sequential calls, p50/p99 per path and value size, the paths interleaved
- * in blocks (s_latency_main); a fourth path, Health over inproc, is the RPC floor: the same
+ * in blocks (s_latency_main); another path, Health over inproc, is the RPC floor: the same
  * client, broker and dispatcher with no cache work; and the daemon's own time per call is read
  * from its Stats (quaver_rpc_duration_seconds). Every Get reply is
  * checked: status 200, found, tier "local", the value's bytes; any other reply is counted and
@@ -306,7 +309,7 @@ typedef enum { S_EMBED, S_INPROC, S_TCP, S_FLOOR, S_REDIS, S_NPATHS } s_path_t;
 
 static const char *s_path_label[S_NPATHS] = {
     "cache engine embedded in this process, local hit (the gateway's path, cache_embed.h)",
-    "quaver-cache Get, local hit, inproc client (the gateway's path)",
+    "quaver-cache Get, local hit, inproc client (a caller beside the broker)",
     "quaver-cache Get, local hit, tcp client",
     "quaver-cache Health, inproc client (the RPC floor: same path, no cache work)",
     "Redis GET, hiredis, one connection (anchor)",
