@@ -682,12 +682,17 @@ int cache_app_delete(cache_app_t *a, const char *ns_name, const char *key, char 
     /* Deleting works even with cache_enabled off: turning the cache off must not keep a
      * stale value alive in Redis for the replicas that still have it on. Local first (after
      * a bump, so no reply in flight re-inserts it), then Redis (which bumps again before the
-     * UNLINK, in Redis's order). */
+     * UNLINK, in Redis's order), then local once more: a Set of ours whose SET reached Redis
+     * between the first local delete and the UNLINK may have committed its local copy before
+     * the UNLINK's bump; Redis no longer has it, so neither may we. (Our own writes bring no
+     * invalidation: NOLOOP.) A Set committing after this point holds a ticket newer than the
+     * UNLINK, so Redis has its value. */
     char *full = s_full_key(ns->name, key);
     if (!full) { snprintf(err, errlen, "out of memory"); return -2; }
     (void) cache_tracking_bump(a->tracking, full);
     int local = cache_store_ns_delete(a->store, ns->name, key);
     int remote = a->redis ? cache_redis_del(a->redis, full) : -1;
+    if (remote != -1 && cache_store_ns_delete(a->store, ns->name, key) > 0) local = 1;
     if (remote != -1) s_inc(&st->redis_round_trips);
     if (remote == -2) s_inc(&st->redis_errors);
     free(full);
