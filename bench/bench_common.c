@@ -2,7 +2,10 @@
 #include "bench_common.h"
 #include "qv_clock.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,4 +179,49 @@ void bench_kill_children(void)
         kill(s_child[i], SIGKILL);
     for (int i = 0; i < s_nchild; i++)
         waitpid(s_child[i], NULL, 0);
+}
+
+void bench_first_line(const char *cmd, char *out, size_t len)
+{
+    snprintf(out, len, "unknown");
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return;
+    if (fgets(out, (int) len, p))
+        out[strcspn(out, "\n")] = '\0';
+    pclose(p);
+}
+
+double bench_cpu_us(pid_t pid, pid_t *ppid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');    /* the command name may hold spaces */
+    int pp = 0;
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &pp, &ut,
+                     &st) != 3)
+        return -1;
+    if (ppid)
+        *ppid = pp;
+    return (double) (ut + st) * 1e6 / (double) sysconf(_SC_CLK_TCK);
+}
+
+int bench_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *) &a, sizeof a) == 0
+        && getsockname(fd, (struct sockaddr *) &a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
 }

@@ -46,6 +46,15 @@ void bench_cpu_model(char *out, size_t len);
 /* Now as "YYYY-MM-DD HH:MM UTC". */
 void bench_utc_date(char *out, size_t len);
 
+/* The first line a command prints (popen), or "unknown": versions for the report. Call it
+ * before starting threads. */
+void bench_first_line(const char *cmd, char *out, size_t len);
+/* CPU time (user + system, µs) pid has used so far, from /proc/<pid>/stat, and its parent's
+ * pid in *ppid (may be NULL); -1 when the process is gone. */
+double bench_cpu_us(pid_t pid, pid_t *ppid);
+/* A loopback TCP port nobody listens on right now (the kernel's pick for port 0), or -1. */
+int bench_free_port(void);
+
 /* ---- child processes ---- */
 
 /* fork + execv(path, argv), the child registered for bench_reap and bench_kill_children.

@@ -9,6 +9,7 @@ import array
 import ctypes
 import glob
 import io
+import json
 import math
 import os
 import pwd
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import wave
+from typing import Any, NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -428,7 +430,10 @@ class Quaver:
                             redis_url=self.redis.url,
                             max_body_bytes=self.max_body_bytes,
                             upload_max_bytes=self.upload_max_bytes),
-            "dbopt": dict(common, instance="t-dbopt", database_url=self.pg.url),
+            # The maintenance scheduler would VACUUM other tests' tables at its own times;
+            # tests/test_dbopt_health.py runs it with settings of its own.
+            "dbopt": dict(common, instance="t-dbopt", database_url=self.pg.url,
+                          maintenance_interval_s=0),
             "cache": dict(common, instance="t-cache", redis_url=self.redis.url,
                           snapshot_path=os.path.join(self.base, "cache", "snapshot.bin")),
             "stream": dict(common, instance="t-stream", storage_dir=self.storage_dir),
@@ -737,3 +742,50 @@ def json_or_none(r):
         return r.json()
     except ValueError:
         return None
+
+
+# ---- the bus (the monitor's XPUB), as an operator's subscriber sees it ----------------------
+
+class BusEvent(NamedTuple):
+    topic: str
+    msg: Any          # quaver.v1.BusMessage
+    doc: Any          # the JSON body (room, db, cache events) as a dict, else None
+    t: float          # time.monotonic() when received
+
+
+def bus_sub(quaver, *topics):
+    """A SUB socket on the monitor's XPUB, subscribed to each topic prefix. Subscriptions
+    reach the publisher asynchronously: wait a little, or for a message you know is coming,
+    before doing what should publish."""
+    import zmq
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    for t in topics:
+        s.setsockopt(zmq.SUBSCRIBE, t.encode())
+    s.connect(quaver.bus_xpub)
+    return s
+
+
+def _bus_events(sock, timeout):
+    from quaver.v1 import bus_pb2
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sock.poll(50):
+            topic, body = sock.recv_multipart()[:2]
+            m = bus_pb2.BusMessage()
+            m.ParseFromString(body)
+            doc = json.loads(m.json) if m.WhichOneof("body") == "json" else None
+            yield BusEvent(topic.decode(), m, doc, time.monotonic())
+
+
+def bus_read(sock, timeout):
+    """Every BusEvent received within timeout seconds."""
+    return list(_bus_events(sock, timeout))
+
+
+def bus_wait(sock, pred, timeout):
+    """The first BusEvent e within timeout seconds for which pred(e) is true, or None."""
+    for e in _bus_events(sock, timeout):
+        if pred(e):
+            return e
+    return None

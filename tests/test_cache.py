@@ -9,7 +9,6 @@ import threading
 import time
 import zlib
 
-import pytest
 
 import harness
 from harness import unique, wait_for

@@ -9,9 +9,8 @@ import time
 
 import pytest
 import requests
-import zmq
 
-from harness import assert_error_shape, register, wait_for
+from harness import assert_error_shape, bus_sub, bus_wait, register, wait_for
 
 SERVICES = ("dbopt", "cache", "stream", "monitor")
 
@@ -42,31 +41,10 @@ def test_health_when_all_is_up(quaver, api):
     assert r.status_code == 200 and r.json()["pong"] is True
 
 
-def _bus_sub(quaver, *topics):
-    s = zmq.Context.instance().socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    for t in topics:
-        s.setsockopt(zmq.SUBSCRIBE, t.encode())
-    s.connect(quaver.bus_xpub)
-    return s
-
-
-def _bus_wait(sock, pb, pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if sock.poll(50):
-            topic, body = sock.recv_multipart()[:2]
-            m = pb.bus.BusMessage()
-            m.ParseFromString(body)
-            if pred(topic.decode(), m):
-                return m
-    return None
-
-
 @pytest.mark.parametrize("service", ["stream", "cache", "dbopt"])
 def test_killed_daemon_goes_down_and_comes_back(quaver, api, mdp, pb, service):
     d = quaver.daemons[service]
-    bus = _bus_sub(quaver, f"health.{service}")
+    bus = bus_sub(quaver, f"health.{service}")
     # The monitor can only miss a service it has heard: wait for its metrics (published every
     # second) to be on the merged page. That also gives the subscription time to propagate.
     wait_for(lambda: f'service="{service}"' in api.get("/api/metrics").text, timeout=15,
@@ -109,10 +87,10 @@ def test_killed_daemon_goes_down_and_comes_back(quaver, api, mdp, pb, service):
         assert res.status == 503, res
         assert time.monotonic() - t1 < 3.0
         # The monitor stops hearing its metrics and says so on the bus (three seconds).
-        m = _bus_wait(bus, pb, lambda t, m: m.HasField("health") and m.health.status == "down",
-                      timeout=8)
-        assert m is not None, f"no health.{service} down event on the bus"
-        assert m.health.service == service
+        e = bus_wait(bus, lambda e: e.msg.HasField("health") and e.msg.health.status == "down",
+                     timeout=8)
+        assert e is not None, f"no health.{service} down event on the bus"
+        assert e.msg.health.service == service
     finally:
         stop_watch.set()
         if not d.alive():
@@ -121,10 +99,10 @@ def test_killed_daemon_goes_down_and_comes_back(quaver, api, mdp, pb, service):
     wait_for(lambda: health(api)[1]["services"][service]["status"] == "up", timeout=30,
              interval=0.02, what=f"{service} up again")
     quaver.wait_ready(30)
-    m = _bus_wait(bus, pb, lambda t, m: m.HasField("health") and m.health.status == "up",
-                  timeout=8)
+    e = bus_wait(bus, lambda e: e.msg.HasField("health") and e.msg.health.status == "up",
+                 timeout=8)
     bus.close()
-    assert m is not None, f"no health.{service} up event on the bus"
+    assert e is not None, f"no health.{service} up event on the bus"
     code, h = health(api)
     assert code == 200, h
     print(f"{service}: /readyz 503 after {ready_503[0] if ready_503 else -1:.2f} s, "
@@ -155,7 +133,7 @@ def test_gateway_restart_keeps_data(quaver, api):
 
 def test_bus_sequence_numbers(quaver, pb):
     """Every publisher numbers its messages 1, 2, 3...; a subscriber can count losses."""
-    s = _bus_sub(quaver, "metrics.")
+    s = bus_sub(quaver, "metrics.")
     seen = {}
     end = time.monotonic() + 4.5
     while time.monotonic() < end:
@@ -176,12 +154,13 @@ def test_bus_sequence_numbers(quaver, pb):
 def test_room_events_on_the_bus(quaver, api, pb):
     alice, bob = register(api), register(api)
     rid = alice.post("/api/v1/rooms", json={"name": "bus"}).json()["id"]
-    s = _bus_sub(quaver, f"room.{rid}")
+    s = bus_sub(quaver, f"room.{rid}")
     time.sleep(0.3)
     assert bob.post(f"/api/v1/rooms/{rid}/join").status_code == 201
-    m = _bus_wait(s, pb, lambda t, m: t == f"room.{rid}", timeout=5)
+    e = bus_wait(s, lambda e: e.topic == f"room.{rid}", timeout=5)
     s.close()
-    assert m is not None, "no room event on the bus"
+    assert e is not None, "no room event on the bus"
+    m = e.msg
     assert m.publisher.startswith("gateway/")
     ev = json.loads(m.json)
     assert ev["type"] == "participant_joined" and ev["room"] == rid, ev

@@ -151,21 +151,6 @@ static void s_die(const char *fmt, ...)
     exit(1);    /* atexit: s_at_exit */
 }
 
-/* A loopback TCP port nobody listens on right now (the kernel's pick for port 0). */
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname(fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* ---- the cache through the broker ------------------------------------------------------- */
 
 static char s_ep_tcp[128], s_ep_inproc[128];
@@ -519,26 +504,6 @@ static void *s_client_main(void *arg)
     return NULL;
 }
 
-/* Throughput through the daemon: clients threads in a closed loop for --seconds, counted from
- * when all are connected and warm. Returns calls/s. */
-/* CPU time (user + system, µs) a process has used so far, from /proc/<pid>/stat; -1 if gone. */
-static double s_cpu_us(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');    /* the command name may hold spaces */
-    unsigned long long ut, st;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                     &st) != 2)
-        return -1;
-    return (double) (ut + st) * 1e6 / (double) sysconf(_SC_CLK_TCK);
-}
-
 enum { C_DAEMON, C_BENCH, C_REDIS, C_N };
 static pid_t s_cpu_pid[C_N];      /* quaver-cache, this process, redis-server */
 
@@ -559,13 +524,13 @@ static double s_throughput(s_path_t path, const s_item_t *it, double cpu[C_N])
     pthread_barrier_wait(&ready);
     double c0[C_N], c1[C_N];
     for (int k = 0; k < C_N; k++)
-        c0[k] = s_cpu_us(s_cpu_pid[k]);
+        c0[k] = bench_cpu_us(s_cpu_pid[k], NULL);
     int64_t t0 = qv_mono_us();
     usleep((useconds_t) s_opts.seconds * 1000000);
     atomic_store(&s_stop, true);
     double secs = (double) (qv_mono_us() - t0) / 1e6;
     for (int k = 0; k < C_N; k++)
-        c1[k] = s_cpu_us(s_cpu_pid[k]);
+        c1[k] = bench_cpu_us(s_cpu_pid[k], NULL);
     long total = 0;
     for (int i = 0; i < n; i++) {
         pthread_join(cl[i].thread, NULL);
@@ -630,18 +595,6 @@ static double s_redis_benchmark(const s_item_t *it, double *p50_us)
 }
 
 /* ---- statistics and the report ------------------------------------------------------------ */
-
-/* The first line a command prints, or "unknown". popen before any thread is started. */
-static void s_first_line(const char *cmd, char *out, size_t len)
-{
-    snprintf(out, len, "unknown");
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return;
-    if (fgets(out, (int) len, p))
-        out[strcspn(out, "\n")] = '\0';
-    pclose(p);
-}
 
 static void s_machine(const char *redis_version, double load_start, double load_end)
 {
@@ -753,7 +706,7 @@ static void s_make_items(void)
 
 static void s_start_redis(void)
 {
-    s_redis_port = s_free_port();
+    s_redis_port = bench_free_port();
     if (s_redis_port < 0)
         s_die("no free port for redis-server");
     char port[16], log[PATH_MAX];
@@ -866,7 +819,7 @@ int main(int argc, char **argv)
         s_die("needs /usr/bin/redis-server and /usr/bin/redis-benchmark (Debian: redis-server, "
               "redis-tools)");
     char redis_version[128];
-    s_first_line("/usr/bin/redis-server --version", redis_version, sizeof redis_version);
+    bench_first_line("/usr/bin/redis-server --version", redis_version, sizeof redis_version);
     char *v = strstr(redis_version, "v=");    /* "Redis server v=7.0.15 sha=..." */
     if (v) {
         memmove(redis_version, v + 2, strlen(v + 2) + 1);

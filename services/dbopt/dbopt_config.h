@@ -14,6 +14,28 @@ typedef struct {
     int64_t statement_timeout_ms;
     int64_t slow_query_threshold;   /* ms */
     char   *migrations_dir;
+    /* pool recycling and statistics, query observation (dbopt_pool.c, dbopt_observe.c) */
+    int64_t db_conn_max_lifetime_s;  /* 0 = unlimited */
+    int64_t db_conn_idle_timeout_s;  /* 0 = never */
+    int64_t db_stats_period_s;
+    double  plan_sample_interval_s;
+    double  plan_regression_factor;
+    int64_t plan_regression_min_calls;
+    double  plan_regression_min_ms;
+    /* health detail and maintenance (dbopt_health.c, dbopt_maint.c) */
+    double  health_long_query_s;
+    int64_t maintenance_interval_s;  /* 0 = scheduler off */
+    char   *maintenance_window;      /* "HH:MM-HH:MM" UTC or "off"; checked by dbopt_maint */
+    double  maintenance_dead_ratio;
+    double  maintenance_analyze_ratio;
+    int64_t maintenance_lock_timeout_ms;
+    /* the index advisor (dbopt_advise.h, dbopt_advisor.c) */
+    int64_t advise_max_queries;
+    double  advise_min_rows;
+    int64_t advise_max_per_table;
+    double  advise_write_cost;
+    double  advise_keep_factor;
+    int64_t advise_runs;
 } dbopt_cfg_t;
 
 extern const qv_cfg_key_t dbopt_cfg_keys[];

@@ -21,12 +21,25 @@
 typedef struct {
     PGconn *pg;      /* NULL: not open */
     bool    busy;    /* handed to a thread */
+    int64_t opened_ms, idle_since_ms;   /* mono; for max lifetime and idle recycling */
 } s_slot_t;
 
 typedef struct {
     uint64_t     calls, errors, total_us;
     qv_metric_t *duration, *errors_total;
 } s_stmt_t;
+
+/* A thread waiting for a slot, linked from the pool while it waits (on its own stack), so
+ * that maxwait can be read: PgBouncer's "longest current wait". */
+typedef struct s_waiter_t {
+    int64_t            since_us;
+    struct s_waiter_t *prev, *next;
+} s_waiter_t;
+
+/* PgBouncer-style counters; a copy is taken at each stats period's start. */
+typedef struct {
+    uint64_t queries, query_us, acquires, wait_us;
+} s_totals_t;
 
 struct dbopt_pool_t {
     char   *conninfo, *migrations_dir;
@@ -47,8 +60,19 @@ struct dbopt_pool_t {
     char            last_error[256];
     s_stmt_t       *stmts;         /* one per catalog entry */
     size_t          nstmts;
+    int64_t         lifetime_ms, idle_ms, period_ms;   /* 0 = unlimited / never */
+    s_waiter_t     *waiters;       /* newest first */
+    s_totals_t      totals, period_start;
+    int64_t         period_start_ms;
+    double          avg_query_count, avg_query_time_us, avg_wait_time_us;
+    uint64_t        recycled;
+    dbopt_obs_t    *obs;
 
     qv_metric_t *g_active, *g_idle, *g_waiting, *c_opened;
+    /* PgBouncer names */
+    qv_metric_t *g_cl_active, *g_cl_waiting, *g_sv_active, *g_sv_idle, *g_maxwait;
+    qv_metric_t *g_avg_xact, *g_avg_query, *g_avg_query_time, *g_avg_wait_time;
+    qv_metric_t *c_xact, *c_query, *c_recycled;
 };
 
 /* ---- small helpers -------------------------------------------------------------------- */
@@ -85,6 +109,21 @@ static void s_seterr(dbopt_error_t *err, int status, const char *fmt, ...)
     err->status = status;
 }
 
+static void s_set(qv_metric_t *m, double v)
+{
+    if (m)
+        qv_metric_set(m, v);
+}
+
+static int64_t s_maxwait_us_locked(dbopt_pool_t *p)
+{
+    int64_t oldest = 0;
+    for (s_waiter_t *w = p->waiters; w; w = w->next)
+        if (!oldest || w->since_us < oldest)
+            oldest = w->since_us;
+    return oldest ? qv_mono_us() - oldest : 0;
+}
+
 static void s_gauges_locked(dbopt_pool_t *p)
 {
     int active = 0, idle = 0;
@@ -94,12 +133,14 @@ static void s_gauges_locked(dbopt_pool_t *p)
         else if (p->slots[i].pg)
             idle++;
     }
-    if (p->g_active)
-        qv_metric_set(p->g_active, active);
-    if (p->g_idle)
-        qv_metric_set(p->g_idle, idle);
-    if (p->g_waiting)
-        qv_metric_set(p->g_waiting, p->waiting);
+    s_set(p->g_active, active);
+    s_set(p->g_idle, idle);
+    s_set(p->g_waiting, p->waiting);
+    /* one request holds one connection: clients and servers are the same slots */
+    s_set(p->g_cl_active, active);
+    s_set(p->g_sv_active, active);
+    s_set(p->g_sv_idle, idle);
+    s_set(p->g_cl_waiting, p->waiting);
 }
 
 /* ---- life ------------------------------------------------------------------------------ */
@@ -123,7 +164,16 @@ dbopt_pool_t *dbopt_pool_new(const dbopt_pool_opts_t *o)
     p->nstmts = dbopt_catalog_count();
     p->stmts = calloc(p->nstmts, sizeof *p->stmts);
     p->backoff_ms = S_BACKOFF_MIN_MS;
-    if (!p->conninfo || (o->migrations_dir && !p->migrations_dir) || !p->slots || !p->stmts) {
+    p->lifetime_ms = (int64_t) o->max_lifetime_s * 1000;
+    p->idle_ms = (int64_t) o->idle_timeout_s * 1000;
+    p->period_ms = (int64_t) (o->stats_period_s > 0 ? o->stats_period_s : 10) * 1000;
+    p->period_start_ms = qv_mono_ms();
+    dbopt_obs_opts_t oo = o->observe;
+    oo.bus = o->bus;
+    oo.slow_query_ms = o->slow_query_ms;
+    p->obs = dbopt_obs_new(&oo);
+    if (!p->conninfo || (o->migrations_dir && !p->migrations_dir) || !p->slots || !p->stmts
+        || !p->obs) {
         dbopt_pool_destroy(&p);
         return NULL;
     }
@@ -146,6 +196,33 @@ dbopt_pool_t *dbopt_pool_new(const dbopt_pool_opts_t *o)
         p->c_opened = qv_metrics_counter(o->metrics, "quaver_db_connections_opened_total",
                                          "PostgreSQL connections opened (lazily, or to replace "
                                          "a lost one)", NULL);
+        /* PgBouncer's SHOW POOLS / SHOW STATS, under their names */
+        qv_metrics_t *m = o->metrics;
+        p->g_cl_active = qv_metrics_gauge(m, "quaver_db_pool_cl_active",
+            "requests holding a connection (PgBouncer cl_active)", NULL);
+        p->g_cl_waiting = qv_metrics_gauge(m, "quaver_db_pool_cl_waiting",
+            "requests waiting for a connection (PgBouncer cl_waiting)", NULL);
+        p->g_sv_active = qv_metrics_gauge(m, "quaver_db_pool_sv_active",
+            "connections running a statement (PgBouncer sv_active)", NULL);
+        p->g_sv_idle = qv_metrics_gauge(m, "quaver_db_pool_sv_idle",
+            "open idle connections (PgBouncer sv_idle)", NULL);
+        p->g_maxwait = qv_metrics_gauge(m, "quaver_db_pool_maxwait_seconds",
+            "longest current wait for a connection (PgBouncer maxwait)", NULL);
+        /* promtool refuses a gauge named *_count, hence per_second for avg_*_count */
+        p->g_avg_xact = qv_metrics_gauge(m, "quaver_db_pool_avg_xact_per_second",
+            "transactions per second over the last db_stats_period_s (avg_xact_count)", NULL);
+        p->g_avg_query = qv_metrics_gauge(m, "quaver_db_pool_avg_query_per_second",
+            "queries per second over the last db_stats_period_s (avg_query_count)", NULL);
+        p->g_avg_query_time = qv_metrics_gauge(m, "quaver_db_pool_avg_query_time_seconds",
+            "mean query time over the last db_stats_period_s", NULL);
+        p->g_avg_wait_time = qv_metrics_gauge(m, "quaver_db_pool_avg_wait_time_seconds",
+            "mean wait for a connection over the last db_stats_period_s", NULL);
+        p->c_xact = qv_metrics_counter(m, "quaver_db_pool_xact_total",
+            "transactions run (PgBouncer total_xact_count)", NULL);
+        p->c_query = qv_metrics_counter(m, "quaver_db_pool_query_total",
+            "queries run (PgBouncer total_query_count)", NULL);
+        p->c_recycled = qv_metrics_counter(m, "quaver_db_pool_recycled_total",
+            "connections closed for max lifetime or idle timeout", NULL);
         for (size_t i = 0; i < p->nstmts; i++) {
             char labels[96];
             snprintf(labels, sizeof labels, "name=%s", dbopt_catalog[i].name);
@@ -171,6 +248,7 @@ void dbopt_pool_destroy(dbopt_pool_t **self_p)
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
     }
+    dbopt_obs_destroy(&p->obs);
     free(p->slots);
     free(p->stmts);
     free(p->conninfo);
@@ -331,6 +409,8 @@ static int s_acquire(dbopt_pool_t *p, int64_t deadline_ms, int64_t limit_ms, dbo
         }
     }
     struct timespec ts = { .tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000L };
+    int64_t t0_us = qv_mono_us();
+    s_waiter_t me = { .since_us = t0_us };
     pthread_mutex_lock(&p->mu);
     int got = -1;
     for (;;) {
@@ -345,9 +425,20 @@ static int s_acquire(dbopt_pool_t *p, int64_t deadline_ms, int64_t limit_ms, dbo
         if (qv_mono_ms() >= until)
             break;
         p->waiting++;
+        me.next = p->waiters;
+        if (p->waiters)
+            p->waiters->prev = &me;
+        p->waiters = &me;
         s_gauges_locked(p);
         int rc = pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         p->waiting--;
+        if (me.prev)
+            me.prev->next = me.next;
+        else
+            p->waiters = me.next;
+        if (me.next)
+            me.next->prev = me.prev;
+        me.prev = me.next = NULL;
         if (rc == ETIMEDOUT) {
             /* one last look: a release may have raced the timeout */
             for (int i = 0; i < p->max && got < 0; i++)
@@ -358,6 +449,8 @@ static int s_acquire(dbopt_pool_t *p, int64_t deadline_ms, int64_t limit_ms, dbo
     }
     if (got >= 0)
         p->slots[got].busy = true;
+    p->totals.acquires++;
+    p->totals.wait_us += (uint64_t) (qv_mono_us() - t0_us);
     s_gauges_locked(p);
     pthread_mutex_unlock(&p->mu);
     if (got < 0) {
@@ -370,14 +463,33 @@ static int s_acquire(dbopt_pool_t *p, int64_t deadline_ms, int64_t limit_ms, dbo
     return got;
 }
 
+static bool s_expired(const dbopt_pool_t *p, const s_slot_t *s, int64_t now)
+{
+    return p->lifetime_ms > 0 && now - s->opened_ms >= p->lifetime_ms;
+}
+
+/* Gives the slot back. A connection past its lifetime is closed here, between statements. */
 static void s_release(dbopt_pool_t *p, int slot, PGconn *pg)
 {
+    int64_t now = qv_mono_ms();
+    PGconn *old = NULL;
     pthread_mutex_lock(&p->mu);
-    p->slots[slot].pg = pg;
-    p->slots[slot].busy = false;
+    s_slot_t *s = &p->slots[slot];
+    if (pg && s_expired(p, s, now)) {
+        old = pg;
+        pg = NULL;
+        p->recycled++;
+        if (p->c_recycled)
+            qv_metric_add(p->c_recycled, 1);
+    }
+    s->pg = pg;
+    s->busy = false;
+    s->idle_since_ms = now;
     s_gauges_locked(p);
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    if (old)
+        PQfinish(old);
 }
 
 /* After a lost connection: the idle ones almost always died with it (server restart), and
@@ -418,18 +530,32 @@ static PGconn *s_ready(dbopt_pool_t *p, int slot, dbopt_error_t *err)
             p->slots[slot].pg = NULL;
             s_close_idle(p);
             pg = NULL;
+        } else if (s_expired(p, &p->slots[slot], qv_mono_ms())) {
+            /* past db_conn_max_lifetime_s while idle: replace it before it runs anything */
+            PQfinish(pg);
+            p->slots[slot].pg = NULL;
+            pg = NULL;
+            pthread_mutex_lock(&p->mu);
+            p->recycled++;
+            pthread_mutex_unlock(&p->mu);
+            if (p->c_recycled)
+                qv_metric_add(p->c_recycled, 1);
         }
     }
     if (!pg) {
         pg = s_open(p, err);
         p->slots[slot].pg = pg;
+        p->slots[slot].opened_ms = qv_mono_ms();
     }
     return pg;
 }
 
 /* ---- statements ------------------------------------------------------------------------ */
 
-static void s_record(dbopt_pool_t *p, size_t idx, int64_t us, bool failed, const char *req_id)
+/* One call that reached PostgreSQL: counters, metrics, and the observer (histogram,
+ * parameter sample, db.slow_query). */
+static void s_record(dbopt_pool_t *p, size_t idx, int64_t us, int64_t rows, bool failed,
+                     const char *const *values, int nvalues, const char *req_id)
 {
     pthread_mutex_lock(&p->mu);
     s_stmt_t *s = &p->stmts[idx];
@@ -437,22 +563,18 @@ static void s_record(dbopt_pool_t *p, size_t idx, int64_t us, bool failed, const
     s->total_us += (uint64_t) us;
     if (failed)
         s->errors++;
+    p->totals.queries++;
+    p->totals.query_us += (uint64_t) us;
     pthread_mutex_unlock(&p->mu);
     if (s->duration)
         qv_metric_observe(s->duration, (double) us / 1e6);
     if (failed && s->errors_total)
         qv_metric_add(s->errors_total, 1);
-    if (p->slow_query_ms > 0 && us >= (int64_t) p->slow_query_ms * 1000) {
-        const char *name = dbopt_catalog[idx].name;
-        qv_log(QV_LOG_WARN, req_id, "slow query %s: %.1f ms (threshold %d ms)", name,
-               (double) us / 1000.0, p->slow_query_ms);
-        if (p->bus) {
-            char json[256];
-            snprintf(json, sizeof json, "{\"name\":\"%s\",\"ms\":%.1f,\"threshold_ms\":%d}",
-                     name, (double) us / 1000.0, p->slow_query_ms);
-            (void) qv_bus_publish_json(p->bus, "db.slow_query", json);
-        }
-    }
+    if (p->c_xact)
+        qv_metric_add(p->c_xact, 1);
+    if (p->c_query)
+        qv_metric_add(p->c_query, 1);
+    dbopt_obs_record(p->obs, idx, us, rows, failed, values, nvalues, req_id);
 }
 
 PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *const *values,
@@ -495,8 +617,19 @@ PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *co
         int64_t us = qv_mono_us() - t0;
         ExecStatusType rs = PQresultStatus(r);
         if (r && (rs == PGRES_TUPLES_OK || rs == PGRES_COMMAND_OK)) {
+            /* a slow read with no plan known yet: EXPLAIN it now, on the connection in
+             * hand, so that its db.slow_query event says why it was slow */
+            if (st->readonly && dbopt_obs_wants_plan(p->obs, idx, us)) {
+                char perr[256];
+                char *plan = dbopt_obs_explain(pg, st, values, nvalues, perr, sizeof perr);
+                if (plan)
+                    dbopt_obs_set_plan(p->obs, idx, plan);
+                free(plan);
+            }
             s_release(p, slot, pg);
-            s_record(p, idx, us, false, req_id);
+            const char *affected = PQcmdTuples(r);
+            int64_t rows = affected && *affected ? atoll(affected) : PQntuples(r);
+            s_record(p, idx, us, rows, false, values, nvalues, req_id);
             return r;
         }
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -511,7 +644,7 @@ PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *co
             PQfinish(pg);
             s_release(p, slot, NULL);
             s_close_idle(p);
-            s_record(p, idx, us, true, req_id);
+            s_record(p, idx, us, 0, true, values, nvalues, req_id);
             pthread_mutex_lock(&p->mu);
             snprintf(p->last_error, sizeof p->last_error, "%s", msg);
             pthread_mutex_unlock(&p->mu);
@@ -540,7 +673,7 @@ PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *co
                    state ? state : "-", primary);
         PQclear(r);
         s_release(p, slot, pg);
-        s_record(p, idx, us, true, req_id);
+        s_record(p, idx, us, 0, true, values, nvalues, req_id);
         return NULL;
     }
     return NULL;    /* not reached: attempt 1 always returns */
@@ -602,6 +735,18 @@ void dbopt_pool_stats(dbopt_pool_t *p, dbopt_pool_stats_t *out, dbopt_stmt_stats
     out->up = p->up;
     snprintf(out->server_version, sizeof out->server_version, "%s", p->server_version);
     snprintf(out->last_error, sizeof out->last_error, "%s", p->last_error);
+    out->cl_active = out->sv_active = out->active;
+    out->cl_waiting = p->waiting;
+    out->sv_idle = out->idle;
+    out->maxwait_us = s_maxwait_us_locked(p);
+    out->total_xact_count = out->total_query_count = p->totals.queries;
+    out->total_query_time_us = p->totals.query_us;
+    out->total_wait_time_us = p->totals.wait_us;
+    out->avg_xact_count = out->avg_query_count = p->avg_query_count;
+    out->avg_query_time_us = p->avg_query_time_us;
+    out->avg_wait_time_us = p->avg_wait_time_us;
+    out->recycled = p->recycled;
+    out->stats_period_s = (int) (p->period_ms / 1000);
     for (size_t i = 0; per_stmt && i < p->nstmts; i++) {
         per_stmt[i].calls = p->stmts[i].calls;
         per_stmt[i].errors = p->stmts[i].errors;
@@ -631,8 +776,101 @@ int dbopt_pool_start(dbopt_pool_t *p)
     return -1;
 }
 
+/* Closes idle connections past their lifetime, or idle for db_conn_idle_timeout_s (keeping
+ * the last open one: the timer would only reopen it). PQfinish runs outside the lock. */
+static void s_recycle_idle(dbopt_pool_t *p)
+{
+    if (!p->lifetime_ms && !p->idle_ms)
+        return;
+    PGconn *doomed[64];
+    int n = 0;
+    int64_t now = qv_mono_ms();
+    pthread_mutex_lock(&p->mu);
+    int open = 0;
+    for (int i = 0; i < p->max; i++)
+        if (p->slots[i].busy || p->slots[i].pg)
+            open++;
+    for (int i = 0; i < p->max && n < 64; i++) {
+        s_slot_t *s = &p->slots[i];
+        if (s->busy || !s->pg)
+            continue;
+        bool idle_too_long = p->idle_ms > 0 && now - s->idle_since_ms >= p->idle_ms && open > 1;
+        if (s_expired(p, s, now) || idle_too_long) {
+            doomed[n++] = s->pg;
+            s->pg = NULL;
+            open--;
+            p->recycled++;
+            if (p->c_recycled)
+                qv_metric_add(p->c_recycled, 1);
+        }
+    }
+    s_gauges_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n; i++)
+        PQfinish(doomed[i]);
+}
+
+/* Ends a stats period when it is due: the averages are the differences over it, as
+ * PgBouncer's stats_period. */
+static void s_stats_period(dbopt_pool_t *p)
+{
+    int64_t now = qv_mono_ms();
+    pthread_mutex_lock(&p->mu);
+    int64_t span = now - p->period_start_ms;
+    if (span >= p->period_ms) {
+        s_totals_t d = {
+            .queries = p->totals.queries - p->period_start.queries,
+            .query_us = p->totals.query_us - p->period_start.query_us,
+            .acquires = p->totals.acquires - p->period_start.acquires,
+            .wait_us = p->totals.wait_us - p->period_start.wait_us,
+        };
+        p->avg_query_count = (double) d.queries * 1000.0 / (double) span;
+        p->avg_query_time_us = d.queries ? (double) d.query_us / (double) d.queries : 0.0;
+        p->avg_wait_time_us = d.acquires ? (double) d.wait_us / (double) d.acquires : 0.0;
+        p->period_start = p->totals;
+        p->period_start_ms = now;
+    }
+    s_set(p->g_avg_xact, p->avg_query_count);
+    s_set(p->g_avg_query, p->avg_query_count);
+    s_set(p->g_avg_query_time, p->avg_query_time_us / 1e6);
+    s_set(p->g_avg_wait_time, p->avg_wait_time_us / 1e6);
+    s_set(p->g_maxwait, (double) s_maxwait_us_locked(p) / 1e6);
+    pthread_mutex_unlock(&p->mu);
+}
+
+dbopt_obs_t *dbopt_pool_obs(dbopt_pool_t *p)
+{
+    return p->obs;
+}
+
+char *dbopt_pool_explain(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *const *values,
+                         int nvalues, int64_t limit_ms, dbopt_error_t *err)
+{
+    err->status = 0;
+    err->text[0] = '\0';
+    int slot = s_acquire(p, 0, limit_ms, err);
+    if (slot < 0)
+        return NULL;
+    PGconn *pg = s_ready(p, slot, err);
+    char *json = NULL;
+    if (pg) {
+        json = dbopt_obs_explain(pg, st, values, nvalues, err->text, sizeof err->text);
+        if (!json) {
+            err->status = 500;
+            if (PQstatus(pg) != CONNECTION_OK) {
+                PQfinish(pg);
+                pg = NULL;
+            }
+        }
+    }
+    s_release(p, slot, pg);
+    return json;
+}
+
 void dbopt_pool_tick(dbopt_pool_t *p)
 {
+    s_recycle_idle(p);
+    s_stats_period(p);
     pthread_mutex_lock(&p->mu);
     bool any_open = false;
     for (int i = 0; i < p->max; i++)
@@ -647,4 +885,5 @@ void dbopt_pool_tick(dbopt_pool_t *p)
         dbopt_error_t err = { 0, "" };
         (void) s_open_one(p, &err);     /* s_connect_failed logs the first failure only */
     }
+    dbopt_obs_tick(p->obs, p);
 }

@@ -15,9 +15,20 @@
  *   died with it in the common case; the failed call is retried once on a fresh connection
  *   when it is read-only, otherwise answered 503 (a write may or may not have committed; the
  *   caller decides).
+ * - Recycling: a connection older than db_conn_max_lifetime_s is closed when it is released
+ *   or found idle (never during a statement), and one idle for db_conn_idle_timeout_s is
+ *   closed by the timer, except the last open one (the timer keeps one open anyway).
+ * - Statistics in the shape of PgBouncer's SHOW POOLS / SHOW STATS (dbopt_pool_stats_t).
+ *   Every catalog statement is one transaction (autocommit), so xact and query counts are
+ *   equal. The avg_* values are over the last complete db_stats_period_s period, like
+ *   PgBouncer's stats_period.
  * - Metrics: quaver_db_pool_connections{state=active|idle}, quaver_db_pool_waiting,
  *   quaver_db_query_duration_seconds{name}, quaver_db_query_errors_total{name},
- *   quaver_db_connections_opened_total.
+ *   quaver_db_connections_opened_total, and the PgBouncer names as
+ *   quaver_db_pool_{cl_active,cl_waiting,sv_active,sv_idle,maxwait_seconds,
+ *   avg_xact_per_second,avg_query_per_second,avg_query_time_seconds,avg_wait_time_seconds},
+ *   quaver_db_pool_{xact,query,recycled}_total.
+ * - Every call is reported to the pool's dbopt_observe (dbopt_pool_obs).
  * Thread-safe. */
 #ifndef DBOPT_POOL_H
 #define DBOPT_POOL_H
@@ -27,6 +38,7 @@
 #include "qv_metrics.h"
 #include "qv_bus.h"
 #include "dbopt_catalog.h"
+#include "dbopt_observe.h"
 
 typedef struct dbopt_pool_t dbopt_pool_t;
 
@@ -40,6 +52,10 @@ typedef struct {
     const char   *migrations_dir;       /* copied; NULL = apply none */
     qv_metrics_t *metrics;              /* borrowed, may be NULL */
     qv_bus_t     *bus;                  /* borrowed, may be NULL */
+    int           max_lifetime_s;       /* db_conn_max_lifetime_s; 0 = unlimited */
+    int           idle_timeout_s;       /* db_conn_idle_timeout_s; 0 = never */
+    int           stats_period_s;       /* db_stats_period_s (>= 1) for the avg_* values */
+    dbopt_obs_opts_t observe;           /* bus and slow_query_ms are taken from above */
 } dbopt_pool_opts_t;
 
 typedef struct {
@@ -53,6 +69,15 @@ typedef struct {
     bool     up;                  /* the last connect or statement reached PostgreSQL */
     char     server_version[32];  /* "" until a connection opened */
     char     last_error[256];
+    /* PgBouncer's SHOW POOLS */
+    int      cl_active, cl_waiting, sv_active, sv_idle;
+    int64_t  maxwait_us;                 /* the longest current wait; 0 when none waits */
+    /* PgBouncer's SHOW STATS: totals since start, averages over the last period */
+    uint64_t total_xact_count, total_query_count, total_query_time_us, total_wait_time_us;
+    double   avg_xact_count, avg_query_count;     /* per second */
+    double   avg_query_time_us, avg_wait_time_us; /* per query / per acquire */
+    uint64_t recycled;                   /* closed for max lifetime or idle timeout */
+    int      stats_period_s;
 } dbopt_pool_stats_t;
 
 typedef struct {
@@ -86,6 +111,14 @@ PGresult *dbopt_pool_run(dbopt_pool_t *self, const dbopt_stmt_t *st,
  * not down. */
 typedef enum { DBOPT_DOWN = 0, DBOPT_BUSY, DBOPT_UP } dbopt_ping_t;
 dbopt_ping_t dbopt_pool_ping(dbopt_pool_t *self, int64_t deadline_ms, char *detail, size_t len);
+
+/* The pool's observer (borrowed; lives as long as the pool). */
+dbopt_obs_t *dbopt_pool_obs(dbopt_pool_t *self);
+
+/* EXPLAIN (FORMAT JSON) EXECUTE of st with values on a pool connection, waiting at most
+ * limit_ms for one. JSON text (caller frees) or NULL with err. Not counted as a query. */
+char *dbopt_pool_explain(dbopt_pool_t *self, const dbopt_stmt_t *st, const char *const *values,
+                         int nvalues, int64_t limit_ms, dbopt_error_t *err);
 
 /* per_stmt: NULL, or dbopt_catalog_count() entries. */
 void dbopt_pool_stats(dbopt_pool_t *self, dbopt_pool_stats_t *out, dbopt_stmt_stats_t *per_stmt);

@@ -8,6 +8,10 @@
 #include "dbopt_conninfo.h"
 #include "dbopt_migrate.h"
 #include "dbopt_config.h"
+#include "dbopt_advise.h"
+#include "dbopt_candidates.h"
+#include "dbopt_plans.h"
+#include "dbopt_maint.h"
 
 static const char *s_fake_env(const char *name)
 {
@@ -59,6 +63,10 @@ static const qv_selftest_t s_tests[] = {
     { "conninfo", dbopt_conninfo_selftest },
     { "migrate",  dbopt_migrate_selftest },
     { "config",   s_config_selftest },
+    { "plans",    dbopt_plans_selftest },
+    { "maint",    dbopt_maint_selftest },
+    { "advise",   dbopt_advise_selftest },
+    { "candidates", dbopt_candidates_selftest },
     { NULL, NULL }
 };
 

@@ -8,6 +8,11 @@
 #include "dbopt_pool.h"
 #include "dbopt_catalog.h"
 #include "dbopt_conninfo.h"
+#include "dbopt_health.h"
+#include "dbopt_maint.h"
+#include "dbopt_observe.h"
+#include "dbopt_advisor.h"
+#include "quaver/v1/dbopt_advise.pb-c.h"
 #include "qv_rpc.h"
 #include "qv_log.h"
 #include "qv_clock.h"
@@ -18,6 +23,9 @@ typedef struct {
     dbopt_pool_t      *pool;
     qv_server_t       *server;
     int64_t            started_ms;
+    dbopt_health_t    *health;     /* DatabaseHealth (dbopt_health.c) */
+    dbopt_maint_t     *maint;      /* Maintenance and its scheduler (dbopt_maint.c) */
+    dbopt_advisor_t   *advisor;    /* Advise, ApplyIndex, Explain (dbopt_advisor.c) */
 } s_app_t;
 
 /* PGresult -> QueryReply, packed into reply at once (so everything here can be freed right
@@ -155,7 +163,7 @@ static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *re
     size_t nbase = base ? base->n_stats : 0;
 
     enum { POOL_STATS = 8 };
-    size_t nmine = POOL_STATS + 3 * nst;
+    size_t nmine = POOL_STATS + 3 * nst + dbopt_observe_nstats();
     Quaver__V1__Stat *mine = calloc(nmine, sizeof *mine);
     char (*names)[96] = calloc(nmine, sizeof *names);
     Quaver__V1__Stat **all = calloc(nbase + nmine + 1, sizeof *all);
@@ -186,13 +194,15 @@ static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *re
                 mine[k].value = v[j];
             }
         }
+        /* db_pool.<PgBouncer name>, stmt.<name>.rows/p50_ms/p95_ms/p99_ms/plan_hash */
+        k += dbopt_observe_stats(app->pool, &mine[k], &names[k], nmine - k);
         for (size_t i = 0; i < nbase; i++)
             all[i] = base->stats[i];
-        for (size_t i = 0; i < nmine; i++)
+        for (size_t i = 0; i < k; i++)
             all[nbase + i] = &mine[i];
         Quaver__V1__StatsReply out = QUAVER__V1__STATS_REPLY__INIT;
         out.service = "dbopt";
-        out.n_stats = nbase + nmine;
+        out.n_stats = nbase + k;
         out.stats = all;
         rc = qv_reply_set(reply, &out.base);
     }
@@ -207,11 +217,56 @@ static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *re
     return 200;
 }
 
+static int s_dbhealth(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                      qv_reply_t *reply)
+{
+    (void) req;
+    return dbopt_health_handle(((s_app_t *) appv)->health, call, reply);
+}
+
+static int s_maintenance(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                         qv_reply_t *reply)
+{
+    return dbopt_maint_handle(((s_app_t *) appv)->maint, call,
+                              (const Quaver__V1__MaintenanceRequest *) req, reply);
+}
+
+static int s_slow_queries(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                          qv_reply_t *reply)
+{
+    return dbopt_obs_slow_queries(dbopt_pool_obs(((s_app_t *) appv)->pool), call, req, reply);
+}
+
+static int s_advise(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                    qv_reply_t *reply)
+{
+    return dbopt_advisor_advise(((s_app_t *) appv)->advisor, call, req, reply);
+}
+
+static int s_apply_index(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                         qv_reply_t *reply)
+{
+    return dbopt_advisor_apply(((s_app_t *) appv)->advisor, call, req, reply);
+}
+
+static int s_explain(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
+                     qv_reply_t *reply)
+{
+    return dbopt_advisor_explain(((s_app_t *) appv)->advisor, call, req, reply);
+}
+
 static const qv_method_t s_methods[] = {
     { "Query",  &quaver__v1__query_request__descriptor, s_query,  QV_READONLY },
     { "Exec",   &quaver__v1__query_request__descriptor, s_exec,   0 },
     { "Health", &quaver__v1__empty__descriptor,         s_health, QV_READONLY },
     { "Stats",  &quaver__v1__empty__descriptor,         s_stats,  QV_READONLY },
+    { "DatabaseHealth", &quaver__v1__empty__descriptor, s_dbhealth, QV_READONLY },
+    { "SlowQueries", &quaver__v1__slow_queries_request__descriptor, s_slow_queries, QV_READONLY },
+    { "Maintenance", &quaver__v1__maintenance_request__descriptor, s_maintenance, 0 },
+    /* Advise checks QV_ADMIN itself: only its apply mode needs it */
+    { "Advise",     &quaver__v1__advise_request__descriptor,      s_advise,      0 },
+    { "ApplyIndex", &quaver__v1__apply_index_request__descriptor, s_apply_index, QV_ADMIN },
+    { "Explain",    &quaver__v1__query_request__descriptor,       s_explain,     QV_READONLY },
     { NULL, NULL, NULL, 0 }
 };
 
@@ -219,11 +274,23 @@ static void s_tick(void *appv)
 {
     s_app_t *app = appv;
     dbopt_pool_tick(app->pool);
+    dbopt_maint_tick(app->maint);
 }
 
 int dbopt_server_run(const dbopt_cfg_t *cfg)
 {
     s_app_t app = { .cfg = cfg, .started_ms = qv_mono_ms() };
+    /* maintenance_window is a string the key table cannot check: a bad one refuses to start
+     * with the config loader's message shape and exit code (2) */
+    int wstart, wend;
+    bool woff;
+    char why[160];
+    if (dbopt_maint_window_parse(cfg->maintenance_window, &wstart, &wend, &woff, why,
+                                 sizeof why) != 0) {
+        fprintf(stderr, "dbopt: config key 'maintenance_window': value '%s' is invalid: %s\n",
+                cfg->maintenance_window, why);
+        return 2;
+    }
     app.server = qv_server_new("dbopt", (const qv_common_cfg_t *) cfg, s_methods, &app);
     if (!app.server) {
         qv_error("cannot create the server (broker '%s')", cfg->broker);
@@ -238,6 +305,13 @@ int dbopt_server_run(const dbopt_cfg_t *cfg)
         .connect_timeout_s = (int) cfg->db_connect_timeout,
         .statement_timeout_ms = (int) cfg->statement_timeout_ms,
         .slow_query_ms = (int) cfg->slow_query_threshold,
+        .max_lifetime_s = (int) cfg->db_conn_max_lifetime_s,
+        .idle_timeout_s = (int) cfg->db_conn_idle_timeout_s,
+        .stats_period_s = (int) cfg->db_stats_period_s,
+        .observe = { .sample_interval_s = cfg->plan_sample_interval_s,
+                     .regress_factor = cfg->plan_regression_factor,
+                     .regress_min_calls = cfg->plan_regression_min_calls,
+                     .regress_min_ms = cfg->plan_regression_min_ms },
         .migrations_dir = cfg->migrations_dir,
         .metrics = qv_server_metrics(app.server),
         .bus = qv_server_bus(app.server),
@@ -252,12 +326,56 @@ int dbopt_server_run(const dbopt_cfg_t *cfg)
     /* Not fatal: without PostgreSQL we still register with the broker and answer 503, and
      * the timer below connects (and migrates) as soon as it can. */
     (void) dbopt_pool_start(app.pool);
+    dbopt_health_opts_t hopts = {
+        .conninfo = cfg->database_url,
+        .connect_timeout_s = (int) cfg->db_connect_timeout,
+        .statement_timeout_ms = (int) cfg->statement_timeout_ms,
+        .long_query_s = cfg->health_long_query_s,
+    };
+    dbopt_maint_opts_t mopts = {
+        .conninfo = cfg->database_url,
+        .connect_timeout_s = (int) cfg->db_connect_timeout,
+        .interval_s = (int) cfg->maintenance_interval_s,
+        .window = cfg->maintenance_window,
+        .dead_ratio = cfg->maintenance_dead_ratio,
+        .analyze_ratio = cfg->maintenance_analyze_ratio,
+        .lock_timeout_ms = (int) cfg->maintenance_lock_timeout_ms,
+        .bus = qv_server_bus(app.server),
+    };
+    char merr[256] = "";
+    app.health = dbopt_health_new(&hopts);
+    app.maint = dbopt_maint_new(&mopts, merr, sizeof merr);
+    dbopt_advisor_opts_t aopts = { .conninfo = cfg->database_url,
+                                   .bus = qv_server_bus(app.server), .pool = app.pool };
+    dbopt_advise_opts_default(&aopts.advise);
+    aopts.advise.max_queries = (int) cfg->advise_max_queries;
+    aopts.advise.min_rows = cfg->advise_min_rows;
+    aopts.advise.max_per_table = (int) cfg->advise_max_per_table;
+    aopts.advise.write_cost = cfg->advise_write_cost;
+    aopts.advise.keep_factor = cfg->advise_keep_factor;
+    aopts.advise.runs = (int) cfg->advise_runs;
+    aopts.advise.connect_timeout_s = (int) cfg->db_connect_timeout;
+    app.advisor = dbopt_advisor_new(&aopts);
     int rc = 0;
-    if (qv_server_add_timer(app.server, 1000, s_tick) < 0) {
+    if (!app.health || !app.maint || !app.advisor) {
+        qv_error("cannot set up %s: %s", !app.health ? "database health" : !app.maint
+                 ? "maintenance" : "the advisor", merr[0] ? merr : "out of memory");
+        rc = 1;
+    } else if (cfg->maintenance_interval_s > 0)
+        qv_info("maintenance every %lld s in window %s (dead ratio > %g, modified ratio > %g, "
+                "lock_timeout %lld ms)", (long long) cfg->maintenance_interval_s,
+                cfg->maintenance_window, cfg->maintenance_dead_ratio,
+                cfg->maintenance_analyze_ratio, (long long) cfg->maintenance_lock_timeout_ms);
+    if (rc != 0) {
+        /* said above */
+    } else if (qv_server_add_timer(app.server, 1000, s_tick) < 0) {
         qv_error("cannot add the pool timer");
         rc = 1;
     } else if (qv_server_run(app.server) < 0)
         rc = 1;
+    dbopt_maint_destroy(&app.maint);     /* before the server: it publishes on its bus */
+    dbopt_health_destroy(&app.health);
+    dbopt_advisor_destroy(&app.advisor);
     qv_server_destroy(&app.server);
     dbopt_pool_destroy(&app.pool);
     return rc;

@@ -3,6 +3,8 @@
  *   Query (QueryRequest -> QueryReply, read-only catalog statements)
  *   Exec  (QueryRequest -> QueryReply, catalog statements that write)
  *   Health, Stats (Empty)
+ *   DatabaseHealth (Empty -> DbHealthReply, dbopt_health.c)
+ *   Maintenance (MaintenanceRequest -> MaintenanceReply, dbopt_maint.c, plus its scheduler)
  * and runs qv_server until SIGINT/SIGTERM. */
 #ifndef DBOPT_SERVER_H
 #define DBOPT_SERVER_H

@@ -108,6 +108,15 @@ Quaver__V1__QueryReply *gw_db(gw_req_t *req, const char *kind, const char *name,
                               int nparams, const char *const *params,
                               const char *not_found_msg);
 
+/* Is the caller an administrator? Read from users.is_admin in PostgreSQL at each request, not
+ * from the token's `adm` claim, so a revoked administrator loses the right at once. 1 yes (and
+ * req->who.admin is set, for the services' own QV_ADMIN checks), 0 no, -1 when the check itself
+ * failed (the error has been sent). */
+int gw_is_admin(gw_req_t *req);
+/* 0 when the caller is an administrator; otherwise the error (403, or the dbopt failure) has
+ * been sent and keep-alive is off (the caller leaves the body unread). */
+int gw_require_admin(gw_req_t *req);
+
 /* ---- rows as JSON ---- */
 /* Row i of a QueryReply as an object: columns become keys; columns known to be integers
  * become JSON integers, 't'/'f' booleans become true/false, SQL NULL becomes null, and

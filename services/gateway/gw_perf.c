@@ -22,29 +22,32 @@
 
 #define NS_CHARS "abcdefghijklmnopqrstuvwxyz0123456789_"
 
-/* 0 when the caller is an administrator in PostgreSQL (and marks the identity so, for the
- * cache's own QV_ADMIN check); otherwise the error (403, or the dbopt failure) is sent. */
-static int s_require_admin(gw_req_t *req)
+int gw_is_admin(gw_req_t *req)
 {
     char uid[24];
     snprintf(uid, sizeof uid, "%lld", (long long) req->who.user_id);
     const char *p[] = { uid };
-    /* On every refusal below the body (if any) stays unread, so the connection cannot carry
-     * another request. */
     Quaver__V1__QueryReply *r = gw_db(req, "Query", "user_get", 1, p, NULL);
-    if (!r) {
-        mg_disable_connection_keep_alive(req->conn);
+    if (!r)
         return -1;
-    }
     bool admin = r->n_rows > 0 && gw_cell_bool(r, 0, "is_admin");
     quaver__v1__query_reply__free_unpacked(r, NULL);
-    if (!admin) {
-        mg_disable_connection_keep_alive(req->conn);
+    if (admin)
+        req->who.admin = true;
+    return admin ? 1 : 0;
+}
+
+int gw_require_admin(gw_req_t *req)
+{
+    int admin = gw_is_admin(req);
+    if (admin == 1)
+        return 0;
+    /* On every refusal the body (if any) stays unread, so the connection cannot carry another
+     * request. */
+    mg_disable_connection_keep_alive(req->conn);
+    if (admin == 0)
         gw_send_error(req, 403, NULL, "only administrators may do this (users.is_admin)");
-        return -1;
-    }
-    req->who.admin = true;
-    return 0;
+    return -1;
 }
 
 int gw_h_cache_stats(gw_req_t *req)
@@ -79,7 +82,7 @@ int gw_h_cache_stats(gw_req_t *req)
 
 int gw_h_cache_clear(gw_req_t *req)
 {
-    if (s_require_admin(req) != 0)
+    if (gw_require_admin(req) != 0)
         return req->status;
     json_t *body = gw_read_json(req);
     if (!body)

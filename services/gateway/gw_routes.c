@@ -44,6 +44,11 @@ const gw_route_t gw_routes[] = {
     { "GET",    "/api/v1/tracks/{id}/stream",      GW_AUTH_STREAM, gw_h_stream,            0, GW_NO_CACHE },
     { "GET",    "/api/v1/performance/cache",       GW_AUTH_USER,   gw_h_cache_stats,    2000, GW_NO_CACHE },
     { "POST",   "/api/v1/performance/cache/clear", GW_AUTH_USER,   gw_h_cache_clear,   10000, GW_NO_CACHE },
+    { "GET",    "/api/v1/performance/database",    GW_AUTH_USER,   gw_h_db_health,      5000, GW_NO_CACHE },
+    /* the advisor: seconds read-only, minutes with apply (CREATE INDEX CONCURRENTLY and the
+     * timings before and after, gw_dbperf.c); dbopt bounds each statement by the time left */
+    { "POST",   "/api/v1/performance/database/optimize", GW_AUTH_USER, gw_h_db_optimize, 300000, GW_NO_CACHE },
+    { "GET",    "/api/v1/performance/recommendations", GW_AUTH_USER, gw_h_db_recommendations, 60000, GW_NO_CACHE },
     { NULL, NULL, 0, NULL, 0, GW_NO_CACHE }
 };
 

@@ -78,6 +78,11 @@ int gw_h_stream(gw_req_t *req);
 /* gw_perf.c */
 int gw_h_cache_stats(gw_req_t *req);
 int gw_h_cache_clear(gw_req_t *req);
+/* gw_dbhealth.c */
+int gw_h_db_health(gw_req_t *req);
+/* gw_dbperf.c */
+int gw_h_db_optimize(gw_req_t *req);
+int gw_h_db_recommendations(gw_req_t *req);
 
 /* Shared room checks (gw_rooms.c). 0 when the caller is a participant of room_id; otherwise
  * sends 404 (no such room) or 403 and returns -1. */

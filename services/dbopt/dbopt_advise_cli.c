@@ -1,0 +1,149 @@
+/* dbopt_advise_cli: `quaver-dbopt advise --database URL [--apply] [--json]`, the advisor
+ * used once on any PostgreSQL database, the way Dexter is used. Exit 0 ok, 2 bad usage,
+ * 1 failure (the message names the cause and the fix; nothing was changed). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dbopt_advise.h"
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: quaver-dbopt advise --database URL [--apply] [--json] [--verbose]\n"
+        "         [--max-queries N] [--min-rows N] [--max-per-table N] [--write-cost X]\n"
+        "         [--min-cost-ratio X] [--keep-factor X] [--runs N] [--statement-timeout MS]\n"
+        "Reads pg_stat_statements of the database, proposes indexes costed with hypopg and,\n"
+        "with --apply, creates each one CONCURRENTLY, times its queries before and after and\n"
+        "keeps it only when they got --keep-factor (default 2) times faster.\n"
+        "--statement-timeout (default 60000 ms, 0 = none) bounds every statement it runs,\n"
+        "index builds included. Exit: 0 ok, 1 failure (nothing changed), 2 bad usage.\n");
+}
+
+static void s_log(void *arg, const char *line)
+{
+    (void) arg;
+    fprintf(stderr, "advise: %s\n", line);
+}
+
+static bool s_num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void s_print_table(json_t *out)
+{
+    json_t *recs = json_object_get(out, "recommendations"), *r;
+    size_t i;
+    printf("%zu recommended index(es) from %lld statements in %lld ms\n", json_array_size(recs),
+           (long long) json_integer_value(json_object_get(out, "queries_used")),
+           (long long) json_integer_value(json_object_get(out, "elapsed_ms")));
+    json_array_foreach(recs, i, r) {
+        printf("\n%zu. %s\n   cost %.1f -> %.1f over %zu statement(s)\n", i + 1,
+               json_string_value(json_object_get(r, "sql")),
+               json_number_value(json_object_get(r, "cost_before")),
+               json_number_value(json_object_get(r, "cost_after")),
+               json_array_size(json_object_get(r, "queries")));
+        json_t *reason = json_object_get(r, "reason");
+        if (reason)
+            printf("   %s\n", json_string_value(reason));
+        json_t *q;
+        size_t k;
+        json_array_foreach(json_object_get(r, "queries"), k, q)
+            printf("   - %.110s\n", json_string_value(q));
+    }
+    const char *sections[] = { "unused_indexes", "duplicate_indexes", "invalid_indexes" };
+    for (int s = 0; s < 3; s++) {
+        json_t *arr = json_object_get(out, sections[s]), *x;
+        if (!json_array_size(arr))
+            continue;
+        printf("\n%s:\n", sections[s]);
+        json_array_foreach(arr, i, x) {
+            const char *dup = json_string_value(json_object_get(x, "duplicate_of"));
+            const char *since = json_string_value(json_object_get(x, "stats_since"));
+            printf("   %s on %s%s%s%s%s\n", json_string_value(json_object_get(x, "index")),
+                   json_string_value(json_object_get(x, "table")), dup ? ", same leading "
+                   "columns as " : "", dup ? dup : "", since ? ", no scan since " : "",
+                   since ? since : "");
+        }
+    }
+}
+
+int dbopt_advise_main(int argc, char **argv)
+{
+    dbopt_advise_opts_t o;
+    dbopt_advise_opts_default(&o);
+    const char *url = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x;
+        if (strcmp(a, "--apply") == 0)
+            o.apply = true;
+        else if (strcmp(a, "--json") == 0)
+            json = true;
+        else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0)
+            o.log = s_log;
+        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            s_usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--database") == 0 && v) {
+            url = v;
+            i++;
+        } else if (strcmp(a, "--max-queries") == 0 && s_num(v, 1, 10000, &x)) {
+            o.max_queries = (int) x;
+            i++;
+        } else if (strcmp(a, "--min-rows") == 0 && s_num(v, 0, 1e12, &x)) {
+            o.min_rows = x;
+            i++;
+        } else if (strcmp(a, "--max-per-table") == 0 && s_num(v, 1, 32, &x)) {
+            o.max_per_table = (int) x;
+            i++;
+        } else if (strcmp(a, "--write-cost") == 0 && s_num(v, 0, 1e9, &x)) {
+            o.write_cost = x;
+            i++;
+        } else if (strcmp(a, "--min-cost-ratio") == 0 && s_num(v, 1, 1e6, &x)) {
+            o.min_cost_ratio = x;
+            i++;
+        } else if (strcmp(a, "--keep-factor") == 0 && s_num(v, 0, 1e6, &x)) {
+            o.keep_factor = x;
+            i++;
+        } else if (strcmp(a, "--statement-timeout") == 0 && s_num(v, 0, 86400000, &x)) {
+            o.statement_timeout_ms = (int) x;
+            i++;
+        } else if (strcmp(a, "--runs") == 0 && s_num(v, 1, 64, &x)) {
+            o.runs = (int) x;
+            i++;
+        } else {
+            fprintf(stderr, "quaver-dbopt advise: bad argument '%s'%s\n", a,
+                    v || a[0] != '-' ? "" : " (it needs a value)");
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (!url || !*url) {
+        fprintf(stderr, "quaver-dbopt advise: --database URL is required "
+                "(e.g. postgresql://user@host:5432/dbname)\n");
+        s_usage(stderr);
+        return 2;
+    }
+    dbopt_advise_err_t err;
+    json_t *out = dbopt_advise_run(url, &o, &err);
+    if (!out) {
+        fprintf(stderr, "quaver-dbopt advise: %s\n", err.text);
+        return 1;
+    }
+    if (json) {
+        char *s = json_dumps(out, JSON_INDENT(2));
+        if (s)
+            puts(s);
+        free(s);
+    } else
+        s_print_table(out);
+    json_decref(out);
+    return 0;
+}

@@ -1,0 +1,18 @@
+-- dbopt_index_history: every index the advisor created in apply mode (or refused to create),
+-- with what it was for, its cost estimate, the measured medians and why it was kept or dropped.
+-- The same DDL is in dbopt_validate.c for databases that are not ours (created there by an
+-- apply run only). Keep the two in step.
+CREATE TABLE IF NOT EXISTS dbopt_index_history (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    table_name  text NOT NULL,
+    index_name  text NOT NULL,
+    index_sql   text NOT NULL,
+    queries     jsonb NOT NULL DEFAULT '[]',
+    cost_before double precision,
+    cost_after  double precision,
+    ms_before   double precision,
+    ms_after    double precision,
+    kept        boolean NOT NULL,
+    reason      text NOT NULL
+);
