@@ -28,6 +28,9 @@
 #include "quaver/v1/bus.pb-c.h"
 #include "quaver/v1/cache.pb-c.h"
 #include "quaver/v1/dbopt.pb-c.h"
+#include "quaver/v1/dbopt_advise.pb-c.h"
+#include "quaver/v1/dbopt_health.pb-c.h"
+#include "quaver/v1/dbopt_observe.pb-c.h"
 #include "quaver/v1/monitor.pb-c.h"
 #include "quaver/v1/stream.pb-c.h"
 
@@ -92,6 +95,18 @@ static const qv_method_t s_any_methods[] = {
     { "AudioInfo",       &quaver__v1__audio_info__descriptor,       s_any, 0 },
     { "StreamReadReply", &quaver__v1__stream_read_reply__descriptor, s_any, 0 },
     { "MetricsReply",    &quaver__v1__metrics_reply__descriptor,    s_any, 0 },
+    /* dbopt's other methods need PostgreSQL: their requests' decoding, and the replies the
+     * gateway decodes */
+    { "AdviseRequest",      &quaver__v1__advise_request__descriptor,       s_any, 0 },
+    { "AdviseReply",        &quaver__v1__advise_reply__descriptor,         s_any, 0 },
+    { "ApplyIndexRequest",  &quaver__v1__apply_index_request__descriptor,  s_any, 0 },
+    { "ApplyIndexReply",    &quaver__v1__apply_index_reply__descriptor,    s_any, 0 },
+    { "ExplainReply",       &quaver__v1__explain_reply__descriptor,        s_any, 0 },
+    { "SlowQueriesRequest", &quaver__v1__slow_queries_request__descriptor, s_any, 0 },
+    { "SlowQueriesReply",   &quaver__v1__slow_queries_reply__descriptor,   s_any, 0 },
+    { "DbHealthReply",      &quaver__v1__db_health_reply__descriptor,      s_any, 0 },
+    { "MaintenanceRequest", &quaver__v1__maintenance_request__descriptor,  s_any, 0 },
+    { "MaintenanceReply",   &quaver__v1__maintenance_reply__descriptor,    s_any, 0 },
     { NULL, NULL, NULL, 0 }
 };
 

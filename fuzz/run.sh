@@ -48,6 +48,7 @@ fuzz_stream_probe  16384
 fuzz_mon_bus       8192
 fuzz_mdp_broker    1024   -detect_leaks=0
 fuzz_msgpack_value 4096
+fuzz_dbopt_text    8192
 "
 # fuzz_mdp_broker: the broker thread allocates and frees while an input runs, so libFuzzer's
 # per-input leak check would blame inputs for the broker's in-flight state.
