@@ -1,10 +1,12 @@
-/* fuzz_range: gw_range_parse (the HTTP Range header) on arbitrary text and sizes.
+/* fuzz_range: the request headers the gateway parses by hand, on arbitrary text:
+ * gw_range_parse (Range, with arbitrary sizes) and gw_gzip_accepted (Accept-Encoding).
  * Input: 8 bytes of representation size (made >= 0), then the header text.
  * Checks what the header promises: GW_RANGE_OK means 0 <= first <= last < size. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gw_range.h"
+#include "gw_gzip.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -27,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == GW_RANGE_OK && !(first >= 0 && first <= last && last < rsize))
         abort();
     (void) gw_range_parse(NULL, rsize, &first, &last);
+    (void) gw_gzip_accepted(hdr);
     free(hdr);
     return 0;
 }

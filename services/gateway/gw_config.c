@@ -44,6 +44,11 @@ const qv_cfg_key_t gw_cfg_keys[] = {
     { "slow_request_threshold", QV_CFG_INT, offsetof(gw_cfg_t, slow_request_threshold), "2000",
       1, 3600000, "SLOW_REQUEST_THRESHOLD", QV_CFG_RUNTIME,
       "requests slower than this many ms are logged as warnings" },
+    { "gzip_min_bytes", QV_CFG_INT, offsetof(gw_cfg_t, gzip_min_bytes), "1024", 0, 1073741824,
+      NULL, 0, "responses of a text or JSON type at least this long are sent gzip-compressed "
+      "to clients that accept it (0: never; gw_gzip.h)" },
+    { "gzip_level", QV_CFG_INT, offsetof(gw_cfg_t, gzip_level), "6", 1, 9, NULL, 0,
+      "zlib compression level of those responses (1 fastest .. 9 smallest)" },
     /* The embedded response cache (gw_cache.h, cache_embed.h): the same key names, env
      * names and defaults as the cache daemon's, so one setting serves both. */
     { "redis_url", QV_CFG_STR, offsetof(gw_cfg_t, cache.redis_url), "redis://127.0.0.1:6379",

@@ -4,6 +4,7 @@
  * its limit (Content-Length is checked before the first byte is read, and a chunked body is cut
  * at limit + 1 bytes); nothing here asserts on input. */
 #include "gw_http.h"
+#include "gw_gzip.h"
 #include "gw_server.h"
 #include "gw_routes.h"
 #include "qv_clock.h"
@@ -115,6 +116,56 @@ int gw_send_body(gw_req_t *req, const void *data, size_t len)
     return 0;
 }
 
+/* Response compression (gw_gzip.h says when). When the response is of a compressible type
+ * and size, *headers_p gets extra plus `Vary: Accept-Encoding` (caller frees); when the
+ * request accepts gzip and it pays, *body_p / *len_p are swapped for the gzip form (in *gz_p,
+ * caller frees), `Content-Encoding: gzip` is added and a strong ETag in extra is made weak.
+ * 0, or -1 when out of memory (nothing sent). */
+static int s_gzip(gw_req_t *req, int status, const char *content_type, const void **body_p,
+                  size_t *len_p, const char *extra, uint8_t **gz_p, char **headers_p)
+{
+    const gw_cfg_t *cfg = req->srv->cfg;
+    if (cfg->gzip_min_bytes <= 0 || *len_p < (size_t) cfg->gzip_min_bytes || status == 304 ||
+        status == 204 || !gw_gzip_type(content_type ? content_type : "application/json"))
+        return 0;
+    size_t zlen = 0;
+    bool use = gw_gzip_accepted(gw_header(req, "Accept-Encoding")) &&
+               gw_gzip(*body_p, *len_p, (int) cfg->gzip_level, gz_p, &zlen) == 0 &&
+               zlen < *len_p;
+    const char *x = extra ? extra : "";
+    size_t cap = strlen(x) + 96;
+    char *h = malloc(cap);
+    if (!h)
+        return -1;
+    /* "ETag: \"" -> "ETag: W/\"": at most one ETag, so at most two more bytes (in cap) */
+    const char *et = use ? strstr(x, "ETag: \"") : NULL;
+    if (et)
+        snprintf(h, cap, "%.*sETag: W/%s", (int) (et - x), x, et + 6);
+    else
+        snprintf(h, cap, "%s", x);
+    size_t n = strlen(h);
+    snprintf(h + n, cap - n, "Vary: Accept-Encoding\r\n%s", use ? "Content-Encoding: gzip\r\n" : "");
+    *headers_p = h;
+    if (use) {
+        qv_metric_t *in = qv_metrics_counter(req->srv->metrics, "quaver_http_gzip_bytes_total",
+                                             "response bytes before and after gzip",
+                                             "form=identity");
+        qv_metric_t *out = qv_metrics_counter(req->srv->metrics, "quaver_http_gzip_bytes_total",
+                                              "response bytes before and after gzip",
+                                              "form=gzip");
+        if (in)
+            qv_metric_add(in, (double) *len_p);
+        if (out)
+            qv_metric_add(out, (double) zlen);
+        *body_p = *gz_p;
+        *len_p = zlen;
+    } else {
+        free(*gz_p);
+        *gz_p = NULL;
+    }
+    return 0;
+}
+
 int gw_send(gw_req_t *req, int status, const char *content_type, const void *body,
             size_t len, const char *extra)
 {
@@ -134,11 +185,18 @@ int gw_send(gw_req_t *req, int status, const char *content_type, const void *bod
         req->captured = true;
         return 0;
     }
-    if (gw_send_headers(req, status, content_type, (int64_t) len, extra) != 0)
-        return -1;
-    if (strcmp(req->ri->request_method, "HEAD") == 0)
-        return 0;
-    return gw_send_body(req, body, len);
+    uint8_t *gz = NULL;
+    char *headers = NULL;
+    int rc = -1;
+    if (s_gzip(req, status, content_type, &body, &len, extra, &gz, &headers) != 0)
+        goto out;
+    if (gw_send_headers(req, status, content_type, (int64_t) len, headers ? headers : extra) != 0)
+        goto out;
+    rc = strcmp(req->ri->request_method, "HEAD") == 0 ? 0 : gw_send_body(req, body, len);
+out:
+    free(gz);
+    free(headers);
+    return rc;
 }
 
 int gw_send_json(gw_req_t *req, int status, json_t *doc)

@@ -6,6 +6,8 @@
 #include "gw_auth.h"
 #include "gw_http.h"
 #include "gw_cache.h"
+#include "gw_gzip.h"
+#include <zlib.h>
 #include <jwt.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -495,6 +497,47 @@ static void s_test_ws(void)
     CHECK(gw_ws_selftest() == 0, "gw_ws_selftest failed");
 }
 
+/* ---- gzip ---- */
+static void s_test_gzip(void)
+{
+    static const struct { const char *ae; bool want; } ae[] = {
+        { NULL, false }, { "", false }, { "gzip", true }, { "GZip", true },
+        { "gzip, deflate, br", true }, { "deflate, x-gzip", true }, { "br", false },
+        { "gzip;q=0", false }, { "gzip; q=0.000", false }, { "gzip;q=0.5", true },
+        { "*", true }, { "*;q=0", false }, { "gzip;q=0, *", false }, { "*, gzip;q=0", false },
+        { "identity", false }, { "gzipx", false }, { "gzip;q=abc", false },
+        { "gzip;q=2", false }, { ",,, ,gzip", true }, { "br;q=1, gzip ; q=0.1", true },
+    };
+    for (size_t i = 0; i < sizeof ae / sizeof ae[0]; i++)
+        CHECK(gw_gzip_accepted(ae[i].ae) == ae[i].want, "Accept-Encoding '%s'",
+              ae[i].ae ? ae[i].ae : "(none)");
+    CHECK(gw_gzip_type("application/json"), "json");
+    CHECK(gw_gzip_type("text/plain; version=0.0.4"), "text");
+    CHECK(gw_gzip_type("Application/JSON; charset=utf-8"), "case");
+    CHECK(!gw_gzip_type("audio/mpeg") && !gw_gzip_type("image/png") && !gw_gzip_type(NULL),
+          "binary types");
+    /* round trip through zlib's own gzip reader */
+    char in[4000];
+    for (size_t i = 0; i < sizeof in; i++)
+        in[i] = "{\"id\":1,\"name\":\"track\"}"[i % 24];
+    uint8_t *gz = NULL;
+    size_t n = 0;
+    CHECK(gw_gzip(in, sizeof in, 6, &gz, &n) == 0 && n > 18 && n < sizeof in / 4, "compress");
+    CHECK(gz && gz[0] == 0x1f && gz[1] == 0x8b, "gzip magic");
+    char back[sizeof in];
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    CHECK(inflateInit2(&z, 15 + 16) == Z_OK, "inflateInit2");
+    z.next_in = gz;
+    z.avail_in = (uInt) n;
+    z.next_out = (Bytef *) back;
+    z.avail_out = sizeof back;
+    CHECK(inflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out == sizeof in &&
+          memcmp(back, in, sizeof in) == 0, "round trip");
+    inflateEnd(&z);
+    free(gz);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -503,7 +546,7 @@ static const struct {
     { "multipart", s_test_multipart }, { "request_id", s_test_request_id },
     { "jwt", s_test_jwt },             { "password", s_test_password },
     { "json", s_test_json },           { "ws", s_test_ws },
-    { "cache", s_test_cache },
+    { "cache", s_test_cache },         { "gzip", s_test_gzip },
     { NULL, NULL }
 };
 

@@ -30,6 +30,8 @@ typedef struct {
     int64_t  ws_activity_timeout;
     int64_t  default_deadline_ms;
     int64_t  slow_request_threshold;
+    int64_t  gzip_min_bytes;
+    int64_t  gzip_level;
     /* The response cache's engine, embedded (gw_cache.h): the cache daemon's keys of the same
      * names (redis_url, cache_ttl, namespaces, local_*), loaded into this struct. */
     cache_cfg_t cache;
