@@ -6,6 +6,7 @@ call has a timeout, so a hang fails a test instead of blocking CI. conftest.py w
 session fixtures; test modules import the helpers directly (``from harness import ...``).
 """
 import array
+import contextlib
 import ctypes
 import glob
 import io
@@ -428,6 +429,9 @@ class Quaver:
                             broker_bind=f"tcp://127.0.0.1:{self.broker_port}",
                             bus_sub=self.bus_xpub, jwt_secret=self.jwt_secret,
                             redis_url=self.redis.url,
+                            # every test shares 127.0.0.1: tests/test_ratelimit.py runs a
+                            # gateway of its own with a small limit
+                            max_requests_per_hour=1000000000,
                             max_body_bytes=self.max_body_bytes,
                             upload_max_bytes=self.upload_max_bytes),
             # The maintenance scheduler would VACUUM other tests' tables at its own times;
@@ -789,3 +793,39 @@ def bus_wait(sock, pred, timeout):
         if pred(e):
             return e
     return None
+
+
+# ---- dbopt with other settings --------------------------------------------------------------
+
+def dbopt_answers(mdp, pb):
+    """dbopt answers Health over MDP (connected to the broker and running)."""
+    try:
+        return mdp.call("dbopt", "Health", pb.env.Empty(), timeout_s=2).status == 200
+    except TimeoutError:
+        return False
+
+
+@contextlib.contextmanager
+def dbopt_with(quaver, mdp, pb, **overrides):
+    """The session's dbopt restarted with config overrides (key=value as in its key table);
+    the original comes back afterwards. Fails the test if either instance died or its log
+    shows a sanitizer report."""
+    old = quaver.daemons["dbopt"]
+    old.stop()
+    problems = old.check()
+    d = Daemon("dbopt", quaver.bin_dir, dict(old.config, **overrides), quaver.log_dir,
+               env=quaver.daemon_env())
+    quaver.daemons["dbopt"] = d
+    d.start()
+    try:
+        wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt with overrides")
+        yield d
+    finally:
+        d.stop()
+        problems += d.check()
+        back = Daemon("dbopt", quaver.bin_dir, old.config, quaver.log_dir,
+                      env=quaver.daemon_env())
+        quaver.daemons["dbopt"] = back
+        back.start()
+        wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt back")
+    assert not problems, problems

@@ -44,6 +44,15 @@ const qv_cfg_key_t gw_cfg_keys[] = {
     { "slow_request_threshold", QV_CFG_INT, offsetof(gw_cfg_t, slow_request_threshold), "2000",
       1, 3600000, "SLOW_REQUEST_THRESHOLD", QV_CFG_RUNTIME,
       "requests slower than this many ms are logged as warnings" },
+    { "rate_limiting_enabled", QV_CFG_BOOL, offsetof(gw_cfg_t, rate_limiting_enabled), "true",
+      0, 0, "RATE_LIMITING_ENABLED", 0, "limit each caller (user, else address) to "
+      "max_requests_per_hour (gw_ratelimit.h)" },
+    { "max_requests_per_hour", QV_CFG_INT, offsetof(gw_cfg_t, max_requests_per_hour), "1000",
+      1, 1000000000, "MAX_REQUESTS_PER_HOUR", 0, "requests per caller in any sliding hour, per "
+      "gateway replica; past it 429 with Retry-After" },
+    { "rate_limit_max_callers", QV_CFG_INT, offsetof(gw_cfg_t, rate_limit_max_callers),
+      "100000", 1, 100000000, NULL, 0, "callers tracked at most (about 100 bytes each); a new "
+      "caller past it gets 503" },
     { "gzip_min_bytes", QV_CFG_INT, offsetof(gw_cfg_t, gzip_min_bytes), "1024", 0, 1073741824,
       NULL, 0, "responses of a text or JSON type at least this long are sent gzip-compressed "
       "to clients that accept it (0: never; gw_gzip.h)" },

@@ -84,10 +84,10 @@ int gw_send_headers(gw_req_t *req, int status, const char *content_type,
         if (content_length >= 0 && !bodiless)
             snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", (long long) content_length);
         int n = mg_printf(c, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nX-Request-ID: %s\r\n"
-                          "X-Response-Time: %s\r\n%s%sDate: %s\r\nConnection: close\r\n\r\n",
+                          "X-Response-Time: %s\r\n%s%s%sDate: %s\r\nConnection: close\r\n\r\n",
                           status, mg_get_response_code_text(c, status),
                           content_type ? content_type : "application/json", req->request_id, rt,
-                          cl, extra ? extra : "", date);
+                          cl, req->rl_headers, extra ? extra : "", date);
         return n > 0 ? 0 : -1;
     }
     if (mg_response_header_start(c, status) != 0)
@@ -100,6 +100,8 @@ int gw_send_headers(gw_req_t *req, int status, const char *content_type,
         snprintf(cl, sizeof cl, "%lld", (long long) content_length);
         mg_response_header_add(c, "Content-Length", cl, -1);
     }
+    if (req->rl_headers[0])
+        mg_response_header_add_lines(c, req->rl_headers);
     if (extra && *extra)
         mg_response_header_add_lines(c, extra);
     return mg_response_header_send(c) == 0 ? 0 : -1;

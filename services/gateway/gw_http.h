@@ -34,6 +34,7 @@ typedef struct gw_req_t {
     int         status;              /* 0 until a response was started */
     int64_t     bytes_out;
     bool        sent_continue;       /* "100 Continue" went out: civetweb's header API is closed */
+    char        rl_headers[128];     /* RateLimit-* header lines for this response, or "" */
     /* Response capture for cached routes (gw_cache.c): while `capture` is set, a 200 JSON
      * response given to gw_send is kept here (heap, owned by the request) instead of being
      * written, so the wrapper can store it in the cache and answer with X-Cache and ETag.

@@ -5,6 +5,7 @@
  * route pattern (never the raw path, so ids do not explode the label set); a handler that
  * forgets to answer yields a 500 instead of a hung client. */
 #include "gw_routes.h"
+#include "gw_ratelimit.h"
 #include "gw_server.h"
 #include "gw_cache.h"
 #include "qv_clock.h"
@@ -157,6 +158,37 @@ static int s_authenticate(gw_req_t *req, gw_auth_level_t level)
     return 0;
 }
 
+/* Counts the request against its caller's hourly budget (gw_ratelimit.h); sets the RateLimit
+ * headers every response of it will carry. 0 when it may go on; otherwise 429 (or 503 when
+ * the table of callers is full) has been sent. */
+static int s_rate_limit(gw_req_t *req, const char *path)
+{
+    gw_ratelimit_t *rl = req->srv->ratelimit;
+    if (!rl || gw_ratelimit_exempt(path))
+        return 0;
+    char caller[80];
+    if (req->authed)
+        snprintf(caller, sizeof caller, "u:%lld", (long long) req->who.user_id);
+    else
+        snprintf(caller, sizeof caller, "a:%s", req->ri->remote_addr);
+    gw_rl_verdict_t v = gw_ratelimit_hit(rl, caller, qv_wall_ms());
+    if (v.full)
+        return gw_send_error(req, 503, NULL, "too many distinct callers right now; try again");
+    snprintf(req->rl_headers, sizeof req->rl_headers,
+             "RateLimit-Limit: %lld\r\nRateLimit-Remaining: %lld\r\nRateLimit-Reset: %lld\r\n",
+             (long long) v.limit, (long long) v.remaining, (long long) v.reset_s);
+    if (v.allowed)
+        return 0;
+    qv_metric_t *m = qv_metrics_counter(req->srv->metrics, "quaver_http_rate_limited_total",
+                                        "requests refused with 429 (gw_ratelimit.h)", NULL);
+    if (m)
+        qv_metric_add(m, 1);
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long) v.reset_s);
+    return gw_send_error_h(req, 429, extra, "rate limit of %lld requests per hour reached; "
+                           "retry in %lld s", (long long) v.limit, (long long) v.reset_s);
+}
+
 int gw_routes_handle(struct mg_connection *conn, void *cbdata)
 {
     gw_server_t *srv = cbdata;
@@ -192,7 +224,8 @@ int gw_routes_handle(struct mg_connection *conn, void *cbdata)
             req.deadline_ms = route->deadline_ms;
         /* Auth first, always: a cached answer is never served to a caller the route would
          * refuse. */
-        if (route->auth == GW_AUTH_NONE || s_authenticate(&req, route->auth) == 0) {
+        if ((route->auth == GW_AUTH_NONE || s_authenticate(&req, route->auth) == 0) &&
+            s_rate_limit(&req, path) == 0) {
             if (route->cache_ns)
                 gw_cache_run(&req);
             else

@@ -7,6 +7,7 @@
 #include "gw_http.h"
 #include "gw_cache.h"
 #include "gw_gzip.h"
+#include "gw_ratelimit.h"
 #include <zlib.h>
 #include <jwt.h>
 #include <sodium.h>
@@ -538,6 +539,48 @@ static void s_test_gzip(void)
     free(gz);
 }
 
+/* ---- rate limit (time injected: ms since an arbitrary epoch) ---- */
+static void s_test_ratelimit(void)
+{
+    gw_ratelimit_t *rl = gw_ratelimit_new(3, 10, 2);   /* 3 per 10 s, 2 callers at most */
+    CHECK(rl != NULL, "new");
+    if (!rl)
+        return;
+    int64_t t0 = 1000000;                              /* the start of a window */
+    for (int i = 0; i < 3; i++) {
+        gw_rl_verdict_t v = gw_ratelimit_hit(rl, "a", t0 + i);
+        CHECK(v.allowed && v.limit == 3 && v.remaining == 2 - i && v.reset_s == 10,
+              "hit %d: allowed %d remaining %lld reset %lld", i, v.allowed,
+              (long long) v.remaining, (long long) v.reset_s);
+    }
+    gw_rl_verdict_t v = gw_ratelimit_hit(rl, "a", t0 + 5000);
+    CHECK(!v.allowed && !v.full && v.remaining == 0 && v.reset_s == 5, "4th refused, reset %lld",
+          (long long) v.reset_s);
+    CHECK(gw_ratelimit_hit(rl, "b", t0 + 5000).allowed, "another caller has its own budget");
+    /* 2.5 s into the next window three quarters of the previous count still weigh: 2.25 + 1
+     * > 3. The refusal says when enough has slid out: 0.25 / 3 of a window, rounded up. */
+    v = gw_ratelimit_hit(rl, "a", t0 + 12500);
+    CHECK(!v.allowed && v.reset_s == 1, "sliding: refused, reset %lld", (long long) v.reset_s);
+    /* 4 s in: 3 * 0.6 = 1.8, + 1 <= 3 */
+    v = gw_ratelimit_hit(rl, "a", t0 + 14000);
+    CHECK(v.allowed && v.remaining == 0, "sliding: allowed, remaining %lld",
+          (long long) v.remaining);
+    /* two windows later nothing weighs */
+    v = gw_ratelimit_hit(rl, "a", t0 + 30000);
+    CHECK(v.allowed && v.remaining == 2, "fresh, remaining %lld", (long long) v.remaining);
+    /* the table is full (a, b): a third caller is refused as "full", not counted */
+    v = gw_ratelimit_hit(rl, "c", t0 + 30000);
+    CHECK(!v.allowed && v.full && gw_ratelimit_callers(rl) == 2, "full");
+    /* ten minutes on, the sweep drops both (idle for two windows) and c gets in */
+    v = gw_ratelimit_hit(rl, "c", t0 + 30000 + 10 * 60 * 1000);
+    CHECK(v.allowed && gw_ratelimit_callers(rl) == 1, "swept: %zu callers",
+          gw_ratelimit_callers(rl));
+    CHECK(gw_ratelimit_exempt("/livez") && gw_ratelimit_exempt("/api/metrics") &&
+          !gw_ratelimit_exempt("/api/ping") && !gw_ratelimit_exempt("/api/healthz"), "exempt");
+    gw_ratelimit_destroy(&rl);
+    CHECK(rl == NULL, "destroy");
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -547,6 +590,7 @@ static const struct {
     { "jwt", s_test_jwt },             { "password", s_test_password },
     { "json", s_test_json },           { "ws", s_test_ws },
     { "cache", s_test_cache },         { "gzip", s_test_gzip },
+    { "ratelimit", s_test_ratelimit },
     { NULL, NULL }
 };
 

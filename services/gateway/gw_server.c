@@ -7,6 +7,7 @@
  * from the main thread's zloop timer: the gateway is not an MDP worker, so qv_server_run's
  * loop is not ours, and this loop is the one the process waits in anyway. */
 #include "gw_server.h"
+#include "gw_ratelimit.h"
 #include "gw_routes.h"
 #include "qv_clock.h"
 #include "qv_log.h"
@@ -85,6 +86,12 @@ gw_server_t *gw_server_new(const gw_cfg_t *cfg)
         qv_error("cannot start the response cache");
         goto fail;
     }
+    if (cfg->rate_limiting_enabled &&
+        !(self->ratelimit = gw_ratelimit_new(cfg->max_requests_per_hour, 3600,
+                                             (size_t) cfg->rate_limit_max_callers))) {
+        qv_error("cannot create the rate limiter");
+        goto fail;
+    }
 
     mg_init_library(0);
     char port[16], threads[16], ws_timeout[16];
@@ -153,6 +160,7 @@ void gw_server_destroy(gw_server_t **self_p)
     gw_ws_destroy(&self->ws);
     qv_debug("websocket hub stopped");
     cache_embed_destroy(&self->cache);
+    gw_ratelimit_destroy(&self->ratelimit);
     qv_broker_destroy(&self->broker);
     qv_debug("broker stopped");
     qv_bus_destroy(&self->bus);

@@ -30,6 +30,9 @@ typedef struct {
     int64_t  ws_activity_timeout;
     int64_t  default_deadline_ms;
     int64_t  slow_request_threshold;
+    bool     rate_limiting_enabled;
+    int64_t  max_requests_per_hour;
+    int64_t  rate_limit_max_callers;
     int64_t  gzip_min_bytes;
     int64_t  gzip_level;
     /* The response cache's engine, embedded (gw_cache.h): the cache daemon's keys of the same
@@ -59,6 +62,7 @@ typedef struct gw_server_t {
     gw_ws_t        *ws;
     cache_cfg_t     cache_cfg;          /* cfg->cache plus the fixed limits (gw_server.c) */
     cache_embed_t  *cache;              /* the response cache (gw_cache.c) */
+    struct gw_ratelimit_t *ratelimit;   /* NULL when rate limiting is off (gw_ratelimit.h) */
     int64_t         started_ms;         /* monotonic */
 } gw_server_t;
 
