@@ -32,6 +32,14 @@ def _psql_file(pg, db, path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def _fresh_db(pg, db, extensions=("pg_stat_statements", "hypopg")):
+    """db dropped and created again, with these extensions."""
+    pg.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+    pg.sql(f"CREATE DATABASE {db}", db="postgres")
+    for ext in extensions:
+        pg.sql(f"CREATE EXTENSION {ext}", db=db)
+
+
 def _url(pg, db):
     return f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
 
@@ -61,10 +69,7 @@ def _key(rec):
 def fixture_db(stack):
     """advfix loaded (fsync is off in the test cluster), statistics reset, workload run."""
     pg = stack.pg
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
-    pg.sql(f"CREATE DATABASE {DB}", db="postgres")
-    pg.sql("CREATE EXTENSION pg_stat_statements", db=DB)
-    pg.sql("CREATE EXTENSION hypopg", db=DB)
+    _fresh_db(pg, DB)
     t0 = time.monotonic()
     _psql_file(pg, DB, FIXTURE)
     load_s = time.monotonic() - t0
@@ -175,10 +180,7 @@ def test_apply_failed_build_leaves_no_invalid_index(stack):
     and records the failure."""
     pg = stack.pg
     db = "advfail"
-    pg.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
-    pg.sql(f"CREATE DATABASE {db}", db="postgres")
-    pg.sql("CREATE EXTENSION pg_stat_statements", db=db)
-    pg.sql("CREATE EXTENSION hypopg", db=db)
+    _fresh_db(pg, db)
     pg.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g",
            db=db)
     pg.sql("VACUUM ANALYZE t", db=db)
@@ -211,10 +213,7 @@ def test_apply_failed_build_leaves_no_invalid_index(stack):
 def test_reports_unused_duplicate_invalid(stack):
     pg = stack.pg
     db = "advrep"
-    pg.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
-    pg.sql(f"CREATE DATABASE {db}", db="postgres")
-    pg.sql("CREATE EXTENSION pg_stat_statements", db=db)
-    pg.sql("CREATE EXTENSION hypopg", db=db)
+    _fresh_db(pg, db)
     pg.sql("CREATE TABLE r (id int PRIMARY KEY, k int, v int)", db=db)
     pg.sql("INSERT INTO r SELECT g, g % 100, g FROM generate_series(1, 1000) g", db=db)
     pg.sql("CREATE INDEX r_k ON r (k)", db=db)
@@ -258,8 +257,7 @@ def test_database_not_answering(stack):
 
 def test_database_without_extensions(stack):
     pg = stack.pg
-    pg.sql("DROP DATABASE IF EXISTS advbare WITH (FORCE)", db="postgres")
-    pg.sql("CREATE DATABASE advbare", db="postgres")
+    _fresh_db(pg, "advbare", extensions=())
     pg.sql("CREATE TABLE t (id int PRIMARY KEY, v int)", db="advbare")
     r = _advise("--database", _url(pg, "advbare"))
     assert r.returncode == 1

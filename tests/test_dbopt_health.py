@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from harness import PG_BIN, bus_sub, bus_wait, find_bin_dir, register, unique, wait_for
+from harness import (PG_BIN, bus_sub, bus_wait, dbopt_with, find_bin_dir, register, unique,
+                     wait_for)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -20,6 +21,7 @@ def _maint_event(bus, table, timeout):
     e = bus_wait(bus, lambda e: e.doc is not None and e.doc.get("table") == f"public.{table}",
                  timeout)
     return e.doc if e else None
+
 
 def db_health(mdp, pb):
     from quaver.v1 import dbopt_health_pb2 as h
@@ -58,26 +60,6 @@ def make_dirty_table(pg, name, rows=100_000):
     # wait until they are visible
     wait_for(lambda: table_stats(pg, name)[1] >= rows // 2, timeout=10, interval=0.1,
              what=f"n_dead_tup of {name}")
-
-
-@contextlib.contextmanager
-def dbopt_with(quaver, mdp, pb, **settings):
-    """The session's dbopt restarted with extra --set key=value, and put back afterwards."""
-    d = quaver.daemons["dbopt"]
-    argv = list(d.argv)
-    d.stop()
-    for k, v in settings.items():
-        d.argv += ["--set", f"{k}={v}"]
-    d.start()
-    try:
-        wait_for(lambda: mdp.call("dbopt", "Health", pb.env.Empty(), timeout_s=2).status == 200,
-                 timeout=20, interval=0.2, what="dbopt with the test settings")
-        yield d
-    finally:
-        d.stop()
-        d.argv = argv
-        d.start()
-        quaver.wait_ready(30)
 
 
 @contextlib.contextmanager
@@ -124,7 +106,7 @@ def dirty(quaver):
 
 
 def test_maintenance_dry_run_names_the_table(quaver, mdp, pb, dirty):
-    vc0, dead0, _ = table_stats(quaver.pg, dirty)
+    vc0 = table_stats(quaver.pg, dirty)[0]
     res, rep = maintenance(mdp, pb, dry_run=True)
     assert res.status == 200, res.error
     assert rep.dry_run and rep.window == "00:00-24:00" and rep.in_window

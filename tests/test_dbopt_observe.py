@@ -5,7 +5,6 @@ regression alarm (db.plan_regression) against a real PostgreSQL and a real dbopt
 
 Tests that need other settings (a pool of one, short lifetimes, one-second sampling windows)
 restart the session's dbopt with those settings and put the original back afterwards."""
-import contextlib
 import json
 import subprocess
 import threading
@@ -15,7 +14,8 @@ import pytest
 import zmq
 
 import harness
-from harness import bus_read, bus_sub, bus_wait, create_room, register, room_id, wait_for
+from harness import (bus_read, bus_sub, bus_wait, create_room, dbopt_with, register, room_id,
+                     wait_for)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -42,37 +42,6 @@ def terminate(pg, pids):
     if pids:
         pg.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid IN ("
                + ",".join(str(p) for p in pids) + ")")
-
-
-def dbopt_answers(mdp, pb):
-    try:
-        return mdp.call("dbopt", "Health", pb.env.Empty(), timeout_s=2).status == 200
-    except TimeoutError:
-        return False
-
-
-@contextlib.contextmanager
-def dbopt_with(quaver, mdp, pb, **overrides):
-    """The session's dbopt restarted with overrides; the original config comes back after."""
-    old = quaver.daemons["dbopt"]
-    old.stop()
-    problems = old.check()
-    cfg = dict(old.config, **overrides)
-    d = harness.Daemon("dbopt", quaver.bin_dir, cfg, quaver.log_dir, env=quaver.daemon_env())
-    quaver.daemons["dbopt"] = d
-    d.start()
-    try:
-        wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt with overrides")
-        yield d
-    finally:
-        d.stop()
-        problems += d.check()
-        back = harness.Daemon("dbopt", quaver.bin_dir, old.config, quaver.log_dir,
-                              env=quaver.daemon_env())
-        quaver.daemons["dbopt"] = back
-        back.start()
-        wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt back")
-    assert not problems, problems
 
 
 def bus_ready(quaver, sock, pb):

@@ -296,15 +296,12 @@ static void s_start_pgbouncer(void)
             host, port, db, user, pass ? " password=" : "", pass ? pass : "", port_b, users,
             s_opts.pool, s_opts.pool, s_pgb_pidfile, log);
     fclose(f);
-    char user_copy[128];
-    snprintf(user_copy, sizeof user_copy, "%s", user);
-    PQconninfoFree(opts);
-    user = user_copy;
     char *argv[] = { (char *) S_PGBOUNCER, (char *) "-d", ini, NULL };
     s_have_bouncer = true;
     if (s_run_as_pg(argv, log) != 0)
         s_die("pgbouncer did not start (see %s)", log);
     snprintf(s_pgb_url, sizeof s_pgb_url, "postgresql://%s@127.0.0.1:%d/bench", user, port_b);
+    PQconninfoFree(opts);       /* host, port, db, user and pass pointed into it */
     for (int64_t end = qv_mono_ms() + 10000; qv_mono_ms() < end; usleep(50 * 1000)) {
         PGconn *c = PQconnectdb(s_pgb_url);
         bool ok = PQstatus(c) == CONNECTION_OK;
@@ -596,6 +593,157 @@ static void s_read_dbopt_stats(s_dstats_t *d)
     pthread_join(t, NULL);
 }
 
+/* ---- the runs and the report ---------------------------------------------------------------- */
+
+/* What the runs measured (static: too big for a stack). */
+static struct {
+    double tput[S_MAX_COUNTS][P_N][BENCH_MAX_RUNS];         /* calls/s; -1: not measured */
+    double cpu[S_MAX_COUNTS][P_N][C_N][BENCH_MAX_RUNS];     /* CPU us per call */
+    double in_dbopt_sum, in_dbopt_n, stmt_ms_sum, stmt_n;   /* the 1-caller dbopt cells */
+    double load_start, load_end;
+    int    workers;                                         /* dbopt's, as the broker saw */
+} s_res;
+
+/* Every (callers, path) cell once per run, the paths in an order rotating per run. */
+static void s_run_all(void)
+{
+    int runs = s_opts.runs, nc = s_opts.ncounts;
+    bool bouncer = s_have_bouncer;
+    double (*tput)[P_N][BENCH_MAX_RUNS] = s_res.tput;
+    double (*cpu)[P_N][C_N][BENCH_MAX_RUNS] = s_res.cpu;
+    s_res.load_start = bench_loadavg();
+    for (int r = 0; r < runs; r++) {
+        fprintf(stderr, "bench_dbopt: run %d/%d\n", r + 1, runs);
+        for (int c = 0; c < nc; c++)
+            for (int k = 0; k < P_N; k++) {
+                s_path_t p = (s_path_t) ((r + k) % P_N);
+                if (p == P_BOUNCER && !bouncer) {
+                    tput[c][p][r] = -1;
+                    continue;
+                }
+                s_dstats_t d0, d1;
+                bool one = p == P_DBOPT && s_opts.callers[c] == 1;
+                if (one)
+                    s_read_dbopt_stats(&d0);
+                double cc[C_N];
+                tput[c][p][r] = s_measure(p, s_opts.callers[c], cc);
+                for (int j = 0; j < C_N; j++)
+                    cpu[c][p][j][r] = cc[j];
+                if (one) {
+                    s_read_dbopt_stats(&d1);
+                    s_res.in_dbopt_sum += d1.rpc_sum - d0.rpc_sum;
+                    s_res.in_dbopt_n += d1.rpc_n - d0.rpc_n;
+                    s_res.stmt_ms_sum += d1.stmt_avg_ms * d1.stmt_calls
+                                         - d0.stmt_avg_ms * d0.stmt_calls;
+                    s_res.stmt_n += d1.stmt_calls - d0.stmt_calls;
+                }
+            }
+    }
+    s_res.load_end = bench_loadavg();
+}
+
+/* The report on stdout: markdown tables, as docs/BENCHMARKS.md quotes them. */
+static void s_report(void)
+{
+    int runs = s_opts.runs, nc = s_opts.ncounts, workers = s_res.workers;
+    bool bouncer = s_have_bouncer;
+    double (*tput)[P_N][BENCH_MAX_RUNS] = s_res.tput;
+    double (*cpu)[P_N][C_N][BENCH_MAX_RUNS] = s_res.cpu;
+    double load_start = s_res.load_start, load_end = s_res.load_end;
+    double in_dbopt_sum = s_res.in_dbopt_sum, in_dbopt_n = s_res.in_dbopt_n;
+    double stmt_ms_sum = s_res.stmt_ms_sum, stmt_n = s_res.stmt_n;
+    char model[256], date[64];
+    bench_cpu_model(model, sizeof model);
+    bench_utc_date(date, sizeof date);
+    printf("## bench_dbopt: a catalog query through quaver-dbopt vs direct libpq and "
+           "PgBouncer\n\n");
+    printf("| date | machine | PostgreSQL | PgBouncer | libpq | load average (1 min) at start, "
+           "end |\n|---|---|---|---|---|---|\n");
+    printf("| %s | %ld CPUs (nproc), %s | %s%s | %s | %d | %.2f, %.2f |\n\n", date,
+           sysconf(_SC_NPROCESSORS_ONLN), model, s_pg_version,
+           s_opts.database ? " (given URL)" : " (private, fsync off)", s_pgb_version,
+           PQlibVersion(), load_start, load_end);
+    printf("Query: catalog `user_get` (`%s`) for one existing row, every reply checked. "
+           "dbopt: pool of %d connections, %d MDP worker%s%s, its broker in this process "
+           "(the client on inproc, dbopt over tcp loopback, as with the gateway). libpq paths: "
+           "one connection per caller. PgBouncer: transaction mode, default_pool_size %d, "
+           "PQexecParams. Callers: threads in a closed loop for %d s per cell; %d runs, the "
+           "paths in an order rotating per run. Figures are medians over the runs (calls/s); "
+           "ratios are of the medians, and the median of the per-run ratios.\n\n", s_sql,
+           s_opts.pool, workers, workers == 1 ? "" : "s",
+           s_opts.workers ? "" : " (its default)", s_opts.pool, s_opts.seconds, runs);
+    printf("| callers | %s | %s | %s | %s | dbopt / prepared | dbopt / PgBouncer | "
+           "median of per-run dbopt / prepared | prepared / unprepared | dbopt min–max | "
+           "prepared min–max |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+           s_path_label[P_DBOPT], s_path_label[P_PREPARED], s_path_label[P_PLAIN],
+           s_path_label[P_BOUNCER]);
+    double ratio4 = -1, ratio4_b = -1;
+    for (int c = 0; c < nc; c++) {
+        double m[P_N];
+        for (int p = 0; p < P_N; p++)
+            m[p] = bench_median(tput[c][p], runs);
+        double per[BENCH_MAX_RUNS];
+        for (int r = 0; r < runs; r++)
+            per[r] = tput[c][P_DBOPT][r] / tput[c][P_PREPARED][r];
+        char b[32] = "—", rb[32] = "—";
+        if (bouncer) {
+            snprintf(b, sizeof b, "%.0f", m[P_BOUNCER]);
+            snprintf(rb, sizeof rb, "%.2f", m[P_DBOPT] / m[P_BOUNCER]);
+        }
+        printf("| %d | %.0f | %.0f | %.0f | %s | %.2f | %s | %.2f | %.2f | %.0f–%.0f | "
+               "%.0f–%.0f |\n", s_opts.callers[c], m[P_DBOPT], m[P_PREPARED], m[P_PLAIN], b,
+               m[P_DBOPT] / m[P_PREPARED], rb, bench_median(per, runs),
+               m[P_PREPARED] / m[P_PLAIN], bench_min(tput[c][P_DBOPT], runs),
+               bench_max(tput[c][P_DBOPT], runs), bench_min(tput[c][P_PREPARED], runs),
+               bench_max(tput[c][P_PREPARED], runs));
+        if (s_opts.callers[c] == 4) {
+            ratio4 = m[P_DBOPT] / m[P_PREPARED];
+            ratio4_b = bouncer ? m[P_DBOPT] / m[P_BOUNCER] : -1;
+        }
+    }
+    if (ratio4 >= 0)
+        printf("\nGoal at 4 callers: dbopt >= 0.6x direct libpq (prepared): %.2fx, %s; ahead "
+               "of PgBouncer: %s.\n", ratio4, ratio4 >= 0.6 ? "met" : "NOT met",
+               ratio4_b < 0 ? "not measured (PgBouncer not installed)"
+               : ratio4_b > 1 ? "met" : "NOT met");
+    for (int c = 0; c < nc; c++)
+        if (s_opts.callers[c] == 1 && in_dbopt_n > 0 && stmt_n > 0) {
+            double total = 1e6 / bench_median(tput[c][P_DBOPT], runs);
+            double inside = in_dbopt_sum / in_dbopt_n * 1e6, stmt = stmt_ms_sum / stmt_n * 1e3;
+            double direct = 1e6 / bench_median(tput[c][P_PREPARED], runs);
+            printf("\nWhere a call goes at 1 caller (µs, means over the 1-caller dbopt cells): "
+                   "whole call %.0f; inside dbopt's dispatcher %.0f, of which the statement on "
+                   "its pooled connection %.0f; so client + broker + the two MDP hops %.0f. "
+                   "The same statement from libpq directly: %.0f.\n", total, inside, stmt,
+                   total - inside, direct);
+        }
+    printf("\nWhere the CPU goes: CPU time (user + system) each party used during the timed "
+           "interval, divided by the calls completed in it; µs per call, median over the runs "
+           "(— where it does not apply). This machine has %ld CPUs for all of them (and for "
+           "whatever else runs on it).\n\n| callers | path | calls/s | quaver-dbopt | bench "
+           "process (callers%s) | PostgreSQL (all processes) | PgBouncer | total |\n"
+           "|---:|---|---:|---:|---:|---:|---:|---:|\n", sysconf(_SC_NPROCESSORS_ONLN),
+           ", and the broker on the dbopt path");
+    for (int c = 0; c < nc; c++)
+        for (int p = 0; p < P_N; p++) {
+            if (p == P_BOUNCER && !bouncer)
+                continue;
+            char cell[C_N][32];
+            double sum = 0;
+            for (int k = 0; k < C_N; k++) {
+                double v = bench_median(cpu[c][p][k], runs);
+                bool na = v < 0 || (k == C_DBOPT && p != P_DBOPT)
+                          || (k == C_BOUNCER && p != P_BOUNCER);
+                snprintf(cell[k], sizeof cell[k], na ? "—" : "%.0f", v);
+                if (!na)
+                    sum += v;
+            }
+            printf("| %d | %s | %.0f | %s | %s | %s | %s | %.0f |\n", s_opts.callers[c],
+                   s_path_label[p], bench_median(tput[c][p], runs), cell[C_DBOPT],
+                   cell[C_BENCH], cell[C_PG], cell[C_BOUNCER], sum);
+        }
+}
+
 /* ---- main --------------------------------------------------------------------------------------- */
 
 static void s_usage(void)
@@ -705,131 +853,9 @@ int main(int argc, char **argv)
     pthread_create(&setup, NULL, s_setup, &dbopt);
     pthread_join(setup, NULL);
     qv_broker_service_stats_t bst;
-    int workers = qv_broker_stats(broker, &bst, 1) >= 1 ? bst.workers : -1;
-
-    int runs = s_opts.runs, nc = s_opts.ncounts;
-    static double tput[S_MAX_COUNTS][P_N][BENCH_MAX_RUNS];
-    static double cpu[S_MAX_COUNTS][P_N][C_N][BENCH_MAX_RUNS];
-    double in_dbopt_sum = 0, in_dbopt_n = 0, stmt_ms_sum = 0, stmt_n = 0;
-    double load_start = bench_loadavg();
-    for (int r = 0; r < runs; r++) {
-        fprintf(stderr, "bench_dbopt: run %d/%d\n", r + 1, runs);
-        for (int c = 0; c < nc; c++)
-            for (int k = 0; k < P_N; k++) {
-                s_path_t p = (s_path_t) ((r + k) % P_N);
-                if (p == P_BOUNCER && !bouncer) {
-                    tput[c][p][r] = -1;
-                    continue;
-                }
-                s_dstats_t d0, d1;
-                bool one = p == P_DBOPT && s_opts.callers[c] == 1;
-                if (one)
-                    s_read_dbopt_stats(&d0);
-                double cc[C_N];
-                tput[c][p][r] = s_measure(p, s_opts.callers[c], cc);
-                for (int k = 0; k < C_N; k++)
-                    cpu[c][p][k][r] = cc[k];
-                if (one) {
-                    s_read_dbopt_stats(&d1);
-                    in_dbopt_sum += d1.rpc_sum - d0.rpc_sum;
-                    in_dbopt_n += d1.rpc_n - d0.rpc_n;
-                    stmt_ms_sum += d1.stmt_avg_ms * d1.stmt_calls - d0.stmt_avg_ms * d0.stmt_calls;
-                    stmt_n += d1.stmt_calls - d0.stmt_calls;
-                }
-            }
-    }
-    double load_end = bench_loadavg();
-
-    char model[256], date[64];
-    bench_cpu_model(model, sizeof model);
-    bench_utc_date(date, sizeof date);
-    printf("## bench_dbopt: a catalog query through quaver-dbopt vs direct libpq and "
-           "PgBouncer\n\n");
-    printf("| date | machine | PostgreSQL | PgBouncer | libpq | load average (1 min) at start, "
-           "end |\n|---|---|---|---|---|---|\n");
-    printf("| %s | %ld CPUs (nproc), %s | %s%s | %s | %d | %.2f, %.2f |\n\n", date,
-           sysconf(_SC_NPROCESSORS_ONLN), model, s_pg_version,
-           s_opts.database ? " (given URL)" : " (private, fsync off)", s_pgb_version,
-           PQlibVersion(), load_start, load_end);
-    printf("Query: catalog `user_get` (`%s`) for one existing row, every reply checked. "
-           "dbopt: pool of %d connections, %d MDP worker%s%s, its broker in this process "
-           "(the client on inproc, dbopt over tcp loopback, as with the gateway). libpq paths: "
-           "one connection per caller. PgBouncer: transaction mode, default_pool_size %d, "
-           "PQexecParams. Callers: threads in a closed loop for %d s per cell; %d runs, the "
-           "paths in an order rotating per run. Figures are medians over the runs (calls/s); "
-           "ratios are of the medians, and the median of the per-run ratios.\n\n", s_sql,
-           s_opts.pool, workers, workers == 1 ? "" : "s",
-           s_opts.workers ? "" : " (its default)", s_opts.pool, s_opts.seconds, runs);
-    printf("| callers | %s | %s | %s | %s | dbopt / prepared | dbopt / PgBouncer | "
-           "median of per-run dbopt / prepared | prepared / unprepared | dbopt min–max | "
-           "prepared min–max |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-           s_path_label[P_DBOPT], s_path_label[P_PREPARED], s_path_label[P_PLAIN],
-           s_path_label[P_BOUNCER]);
-    double ratio4 = -1, ratio4_b = -1;
-    for (int c = 0; c < nc; c++) {
-        double m[P_N];
-        for (int p = 0; p < P_N; p++)
-            m[p] = bench_median(tput[c][p], runs);
-        double per[BENCH_MAX_RUNS];
-        for (int r = 0; r < runs; r++)
-            per[r] = tput[c][P_DBOPT][r] / tput[c][P_PREPARED][r];
-        char b[32] = "—", rb[32] = "—";
-        if (bouncer) {
-            snprintf(b, sizeof b, "%.0f", m[P_BOUNCER]);
-            snprintf(rb, sizeof rb, "%.2f", m[P_DBOPT] / m[P_BOUNCER]);
-        }
-        printf("| %d | %.0f | %.0f | %.0f | %s | %.2f | %s | %.2f | %.2f | %.0f–%.0f | "
-               "%.0f–%.0f |\n", s_opts.callers[c], m[P_DBOPT], m[P_PREPARED], m[P_PLAIN], b,
-               m[P_DBOPT] / m[P_PREPARED], rb, bench_median(per, runs),
-               m[P_PREPARED] / m[P_PLAIN], bench_min(tput[c][P_DBOPT], runs),
-               bench_max(tput[c][P_DBOPT], runs), bench_min(tput[c][P_PREPARED], runs),
-               bench_max(tput[c][P_PREPARED], runs));
-        if (s_opts.callers[c] == 4) {
-            ratio4 = m[P_DBOPT] / m[P_PREPARED];
-            ratio4_b = bouncer ? m[P_DBOPT] / m[P_BOUNCER] : -1;
-        }
-    }
-    if (ratio4 >= 0)
-        printf("\nGoal at 4 callers: dbopt >= 0.6x direct libpq (prepared): %.2fx, %s; ahead "
-               "of PgBouncer: %s.\n", ratio4, ratio4 >= 0.6 ? "met" : "NOT met",
-               ratio4_b < 0 ? "not measured (PgBouncer not installed)"
-               : ratio4_b > 1 ? "met" : "NOT met");
-    for (int c = 0; c < nc; c++)
-        if (s_opts.callers[c] == 1 && in_dbopt_n > 0 && stmt_n > 0) {
-            double total = 1e6 / bench_median(tput[c][P_DBOPT], runs);
-            double inside = in_dbopt_sum / in_dbopt_n * 1e6, stmt = stmt_ms_sum / stmt_n * 1e3;
-            double direct = 1e6 / bench_median(tput[c][P_PREPARED], runs);
-            printf("\nWhere a call goes at 1 caller (µs, means over the 1-caller dbopt cells): "
-                   "whole call %.0f; inside dbopt's dispatcher %.0f, of which the statement on "
-                   "its pooled connection %.0f; so client + broker + the two MDP hops %.0f. "
-                   "The same statement from libpq directly: %.0f.\n", total, inside, stmt,
-                   total - inside, direct);
-        }
-    printf("\nWhere the CPU goes: CPU time (user + system) each party used during the timed "
-           "interval, divided by the calls completed in it; µs per call, median over the runs "
-           "(— where it does not apply). This machine has %ld CPUs for all of them (and for "
-           "whatever else runs on it).\n\n| callers | path | calls/s | quaver-dbopt | bench "
-           "process (callers%s) | PostgreSQL (all processes) | PgBouncer | total |\n"
-           "|---:|---|---:|---:|---:|---:|---:|---:|\n", sysconf(_SC_NPROCESSORS_ONLN),
-           ", and the broker on the dbopt path");
-    for (int c = 0; c < nc; c++)
-        for (int p = 0; p < P_N; p++) {
-            if (p == P_BOUNCER && !bouncer)
-                continue;
-            char cell[C_N][32];
-            double sum = 0;
-            for (int k = 0; k < C_N; k++) {
-                double v = bench_median(cpu[c][p][k], runs);
-                bool na = v < 0 || (k == C_DBOPT && p != P_DBOPT)
-                          || (k == C_BOUNCER && p != P_BOUNCER);
-                snprintf(cell[k], sizeof cell[k], na ? "—" : "%.0f", v);
-                if (!na)
-                    sum += v;
-            }
-            printf("| %d | %s | %.0f | %s | %s | %s | %s | %.0f |\n", s_opts.callers[c],
-                   s_path_label[p], bench_median(tput[c][p], runs), cell[C_DBOPT],
-                   cell[C_BENCH], cell[C_PG], cell[C_BOUNCER], sum);
-        }
+    s_res.workers = qv_broker_stats(broker, &bst, 1) >= 1 ? bst.workers : -1;
+    s_run_all();
+    s_report();
     int bad = atomic_load(&s_bad);
     printf("\nChecked replies: %d wrong or failed%s%s%s.\n", bad, bad ? " (first: " : "",
            bad ? s_last_bad : "", bad ? ")" : "");

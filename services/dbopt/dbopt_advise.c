@@ -47,8 +47,17 @@ int adv_fail(adv_t *a, int status, const char *fmt, ...)
     return -1;
 }
 
-/* Runs sql (text parameters) and returns the result when its status is TUPLES_OK or
- * COMMAND_OK; NULL (result cleared) otherwise, with the server's message in msg. */
+void adv_error_text(PGconn *c, const PGresult *r, char *msg, size_t len)
+{
+    const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    if (m && strncmp(m, "ERROR:  ", 8) == 0)
+        m += 8;
+    snprintf(msg, len, "%s", m && *m ? m : "no answer");
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+        msg[--l] = '\0';
+}
+
 PGresult *adv_exec(PGconn *c, const char *sql, int n, const char *const *v, char *msg,
                    size_t len)
 {
@@ -56,15 +65,8 @@ PGresult *adv_exec(PGconn *c, const char *sql, int n, const char *const *v, char
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;
-    if (msg) {
-        const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
-        if (m && strncmp(m, "ERROR:  ", 8) == 0)
-            m += 8;
-        snprintf(msg, len, "%s", m && *m ? m : "no answer");
-        size_t l = strlen(msg);
-        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-            msg[--l] = '\0';
-    }
+    if (msg)
+        adv_error_text(c, r, msg, len);
     PQclear(r);
     return NULL;
 }
@@ -89,16 +91,16 @@ PGconn *adv_connect(const char *conninfo, const dbopt_advise_opts_t *o, dbopt_ad
         if (c) {
             snprintf(why, sizeof why, "%s", PQerrorMessage(c));
             /* libpq's message spans lines ("\n\tIs the server running..."): one line */
-            char *o = why;
+            char *w = why;
             for (const char *p = why; *p; p++)
                 if (*p == '\n' || *p == '\t') {
-                    if (o > why && o[-1] != ' ')
-                        *o++ = ' ';
+                    if (w > why && w[-1] != ' ')
+                        *w++ = ' ';
                 } else
-                    *o++ = *p;
-            while (o > why && o[-1] == ' ')
-                o--;
-            *o = '\0';
+                    *w++ = *p;
+            while (w > why && w[-1] == ' ')
+                w--;
+            *w = '\0';
         }
         err->status = 503;
         snprintf(err->text, sizeof err->text,
@@ -171,19 +173,28 @@ static bool s_covered(const adv_table_t *t, const adv_cand_t *c)
 
 void adv_cand_sql(const adv_t *a, const adv_cand_t *c, char *buf, size_t len, const char *name)
 {
-    const adv_table_t *t = &a->tables[c->table];
-    dbopt_key_t q[DBOPT_MAX_KEYS];
+    adv_table_t *t = &a->tables[c->table];
+    /* room for three quoted names with ", " and " DESC" */
+    char keys[DBOPT_MAX_KEYS * (ADV_QUOTED_MAX + 8)] = "";
     for (int i = 0; i < c->nkeys; i++) {
-        const adv_col_t *col = adv_col((adv_table_t *) t, c->keys[i].column);
-        snprintf(q[i].column, sizeof q[i].column, "%.63s", col ? col->quoted : c->keys[i].column);
-        q[i].desc = c->keys[i].desc;
+        const adv_col_t *col = adv_col(t, c->keys[i].column);   /* adv_add_cand checked it */
+        size_t l = strlen(keys);
+        snprintf(keys + l, sizeof keys - l, "%s%s%s", i ? ", " : "", col ? col->quoted : "?",
+                 c->keys[i].desc ? " DESC" : "");
     }
-    char keys[256];
-    if (dbopt_keys_sql(q, c->nkeys, keys, sizeof keys) != 0)
-        keys[0] = '\0';
     snprintf(buf, len, "CREATE INDEX %s%s%sON %s (%s)%s%s", name ? "CONCURRENTLY " : "",
              name ? name : "", name ? " " : "", t->regclass, keys, *c->where ? " WHERE " : "",
              c->where);
+}
+
+static bool s_same_cand(const adv_cand_t *x, const adv_cand_t *y)
+{
+    if (x->table != y->table || x->nkeys != y->nkeys || strcmp(x->where, y->where) != 0)
+        return false;
+    for (int k = 0; k < x->nkeys; k++)
+        if (strcmp(x->keys[k].column, y->keys[k].column) != 0 || x->keys[k].desc != y->keys[k].desc)
+            return false;
+    return true;
 }
 
 int adv_add_cand(adv_t *a, int table, const dbopt_key_t *keys, int n, const char *where)
@@ -198,21 +209,20 @@ int adv_add_cand(adv_t *a, int table, const dbopt_key_t *keys, int n, const char
         all_desc = all_desc && keys[i].desc;
     for (int i = 0; all_desc && i < n; i++)
         c.keys[i].desc = false;
-    for (int i = 0; i < n; i++)        /* the same column twice: not an index */
-        for (int j = i + 1; j < n; j++)
+    for (int i = 0; i < n; i++) {
+        /* sort and group keys come from the plan's text: only the table's own columns */
+        if (!adv_col(&a->tables[table], c.keys[i].column))
+            return -1;
+        for (int j = i + 1; j < n; j++)    /* the same column twice: not an index */
             if (strcmp(c.keys[i].column, c.keys[j].column) == 0)
                 return -1;
+    }
     snprintf(c.where, sizeof c.where, "%s", where ? where : "");
     if (!*c.where && s_covered(&a->tables[table], &c))
         return -1;
-    char key[512];
-    adv_cand_sql(a, &c, key, sizeof key, NULL);
-    for (int i = 0; i < a->ncands; i++) {
-        char other[512];
-        adv_cand_sql(a, &a->cands[i], other, sizeof other, NULL);
-        if (strcmp(key, other) == 0)
+    for (int i = 0; i < a->ncands; i++)
+        if (s_same_cand(&c, &a->cands[i]))
             return i;
-    }
     adv_cand_t *grown = realloc(a->cands, sizeof *grown * (size_t) (a->ncands + 1));
     if (!grown)
         return -1;
@@ -226,16 +236,30 @@ static double s_eq_sel(const adv_col_t *c)
     return c->ndistinct >= 1 ? 1.0 / c->ndistinct : 1.0;
 }
 
-/* all candidates one seq scan suggests */
-static void s_scan_cands(adv_t *a, const dbopt_scan_t *s)
+/* the partial-index predicate for a null or boolean test on col; false for other ops */
+static bool s_predicate_sql(dbopt_op_t op, const adv_col_t *col, char *buf, size_t len)
 {
-    adv_table_t *t = adv_table(a, s->relation);
-    if (!t || !s->seq || t->reltuples < a->opts->min_rows)
-        return;
-    int ti = (int) (t - a->tables);
-    adv_col_t *eq[DBOPT_MAX_CONDS], *range = NULL;
-    int neq = 0;
-    char where[160] = "", where_col[DBOPT_NAME_MAX] = "";
+    switch (op) {
+    case DBOPT_OP_ISNULL:  snprintf(buf, len, "%s IS NULL", col->quoted); return true;
+    case DBOPT_OP_NOTNULL: snprintf(buf, len, "%s IS NOT NULL", col->quoted); return true;
+    case DBOPT_OP_TRUE:    snprintf(buf, len, "%s", col->quoted); return true;
+    case DBOPT_OP_FALSE:   snprintf(buf, len, "NOT %s", col->quoted); return true;
+    default:               return false;
+    }
+}
+
+/* what one scan's filter offers an index: its equality columns (most selective first), the
+ * first range column, and one selective null/boolean test as a partial predicate */
+typedef struct {
+    adv_col_t *eq[DBOPT_MAX_CONDS], *range;
+    int        neq;
+    char       where[160];
+    adv_col_t *where_col;
+} s_facts_t;
+
+static void s_scan_facts(adv_t *a, adv_table_t *t, const dbopt_scan_t *s, s_facts_t *f)
+{
+    memset(f, 0, sizeof *f);
     for (int i = 0; i < s->nconds; i++) {
         const dbopt_cond_t *c = &s->conds[i];
         adv_col_t *col = adv_col(t, c->column);
@@ -243,50 +267,61 @@ static void s_scan_cands(adv_t *a, const dbopt_scan_t *s)
             continue;
         if (c->op == DBOPT_OP_EQ || c->op == DBOPT_OP_ANY) {
             bool dup = false;
-            for (int k = 0; k < neq; k++)
-                dup = dup || eq[k] == col;
+            for (int k = 0; k < f->neq; k++)
+                dup = dup || f->eq[k] == col;
             if (!dup)
-                eq[neq++] = col;
-        } else if (dbopt_op_is_range(c->op) && !range)
-            range = col;
-        else if (!*where) {
+                f->eq[f->neq++] = col;
+        } else if (dbopt_op_is_range(c->op) && !f->range)
+            f->range = col;
+        else if (!*f->where) {
             double frac = c->op == DBOPT_OP_ISNULL ? col->null_frac
                         : c->op == DBOPT_OP_NOTNULL ? 1 - col->null_frac
                         : c->op == DBOPT_OP_TRUE ? col->true_frac
                         : c->op == DBOPT_OP_FALSE ? 1 - col->true_frac - col->null_frac : 1;
-            if (frac <= a->opts->partial_max_fraction) {
-                const char *fmt = c->op == DBOPT_OP_ISNULL ? "%s IS NULL"
-                                : c->op == DBOPT_OP_NOTNULL ? "%s IS NOT NULL"
-                                : c->op == DBOPT_OP_TRUE ? "%s" : "NOT %s";
-                snprintf(where, sizeof where, fmt, col->quoted);
-                /* the tested column itself is the key when nothing else is */
-                snprintf(where_col, sizeof where_col, "%s", col->name);
-            }
+            if (frac <= a->opts->partial_max_fraction
+                && s_predicate_sql(c->op, col, f->where, sizeof f->where))
+                f->where_col = col;
         }
     }
     /* equality columns most selective first (insertion sort, a handful at most) */
-    for (int i = 1; i < neq; i++)
-        for (int j = i; j > 0 && s_eq_sel(eq[j]) < s_eq_sel(eq[j - 1]); j--) {
-            adv_col_t *x = eq[j];
-            eq[j] = eq[j - 1];
-            eq[j - 1] = x;
+    for (int i = 1; i < f->neq; i++)
+        for (int j = i; j > 0 && s_eq_sel(f->eq[j]) < s_eq_sel(f->eq[j - 1]); j--) {
+            adv_col_t *x = f->eq[j];
+            f->eq[j] = f->eq[j - 1];
+            f->eq[j - 1] = x;
         }
+}
+
+static void s_key(dbopt_key_t *k, const adv_col_t *col)
+{
+    snprintf(k->column, sizeof k->column, "%s", col->name);
+    k->desc = false;
+}
+
+/* all candidates one seq scan suggests, each without and (if there is one) with the
+ * partial predicate */
+static void s_scan_cands(adv_t *a, const dbopt_scan_t *s)
+{
+    adv_table_t *t = adv_table(a, s->relation);
+    if (!t || !s->seq || t->reltuples < a->opts->min_rows)
+        return;
+    int ti = (int) (t - a->tables);
+    s_facts_t f;
+    s_scan_facts(a, t, s, &f);
     dbopt_key_t k[DBOPT_MAX_KEYS];
-    const char *wh[2] = { "", where };
-    for (int w = 0; w < (*where ? 2 : 1); w++) {
+    const char *wh[2] = { "", f.where };
+    for (int w = 0; w < (*f.where ? 2 : 1); w++) {
         double sel = 1;
-        for (int n = 1; n <= neq && n <= DBOPT_MAX_KEYS; n++) {
-            sel *= s_eq_sel(eq[n - 1]);
+        for (int n = 1; n <= f.neq && n <= DBOPT_MAX_KEYS; n++) {
+            sel *= s_eq_sel(f.eq[n - 1]);
             for (int i = 0; i < n; i++)
-                k[i] = (dbopt_key_t) { .desc = false }, snprintf(k[i].column, sizeof k[i].column,
-                                                                 "%s", eq[i]->name);
+                s_key(&k[i], f.eq[i]);
             /* equality alone: only when selective; with a range, sort or partial WHERE the
              * planner's cost decides */
             if (sel <= a->opts->max_selectivity || w == 1)
                 (void) adv_add_cand(a, ti, k, n, wh[w]);
-            if (range && n < DBOPT_MAX_KEYS) {
-                snprintf(k[n].column, sizeof k[n].column, "%s", range->name);
-                k[n].desc = false;
+            if (f.range && n < DBOPT_MAX_KEYS) {
+                s_key(&k[n], f.range);
                 (void) adv_add_cand(a, ti, k, n + 1, wh[w]);
             }
             if (s->nsort && n + s->nsort <= DBOPT_MAX_KEYS) {
@@ -304,17 +339,16 @@ static void s_scan_cands(adv_t *a, const dbopt_scan_t *s)
                 (void) adv_add_cand(a, ti, k, n + s->ngroup, wh[w]);
             }
         }
-        if (range) {
-            snprintf(k[0].column, sizeof k[0].column, "%s", range->name);
-            k[0].desc = false;
+        if (f.range) {
+            s_key(&k[0], f.range);
             (void) adv_add_cand(a, ti, k, 1, wh[w]);
         }
         if (s->nsort)
             (void) adv_add_cand(a, ti, s->sort, s->nsort, wh[w]);
-        if (w == 1 && neq == 0 && !range && !s->nsort) {
-            snprintf(k[0].column, sizeof k[0].column, "%s", where_col);
-            k[0].desc = false;
-            (void) adv_add_cand(a, ti, k, 1, where);
+        /* the tested column itself is the key when nothing else is */
+        if (w == 1 && f.neq == 0 && !f.range && !s->nsort) {
+            s_key(&k[0], f.where_col);
+            (void) adv_add_cand(a, ti, k, 1, f.where);
         }
     }
 }
@@ -329,10 +363,11 @@ static bool s_touches(const adv_query_t *q, const char *relname)
 }
 
 /* Costs candidate c (with the chosen ones in place) over the statements on its table.
- * new_cost[q] gets each statement's cost; returns the saving (cost units x calls). */
+ * new_cost[q] gets each statement's cost, *best_ratio the largest cost / new cost; returns
+ * the saving (cost units x calls), -1 when hypopg refused the index. */
 static double s_evaluate(adv_t *a, adv_cand_t *c, double *new_cost, double *best_ratio)
 {
-    char sql[1024], msg[256];
+    char sql[1024], msg[256] = "not one index";
     adv_cand_sql(a, c, sql, sizeof sql, NULL);
     const char *v[1] = { sql };
     PGresult *r = adv_exec(a->conn, "SELECT indexrelid FROM hypopg_create_index($1)", 1, v,
@@ -368,6 +403,17 @@ static double s_evaluate(adv_t *a, adv_cand_t *c, double *new_cost, double *best
     return saving;
 }
 
+/* the statements whose cost nc cuts become c's (at most ADV_MAX_SERVED, for the report) */
+static void s_serve(adv_t *a, adv_cand_t *c, const double *nc)
+{
+    for (int i = 0; i < a->nqueries && c->nserved < ADV_MAX_SERVED; i++)
+        if (nc[i] < a->queries[i].cost) {
+            c->served[c->nserved++] = i;
+            c->cost_before += a->queries[i].cost;
+            c->cost_after += nc[i];
+        }
+}
+
 /* true when p's keys (and predicate) lead b's: p is the narrower index */
 static bool s_leads(const adv_cand_t *p, const adv_cand_t *b)
 {
@@ -379,7 +425,7 @@ static bool s_leads(const adv_cand_t *p, const adv_cand_t *b)
     return true;
 }
 
-/* calls x cost of the statements b serves, with candidate costs nc */
+/* calls x cost, with the costs nc, of the statements that base_nc makes cheaper */
 static double s_remaining(const adv_t *a, const double *base_nc, const double *nc)
 {
     double rem = 0;
@@ -449,20 +495,20 @@ static void s_choose(adv_t *a)
         char sql[1024];
         adv_cand_sql(a, c, sql, sizeof sql, NULL);
         const char *v[1] = { sql };
-        PQclear(adv_exec(a->conn, "SELECT * FROM hypopg_create_index($1)", 1, v, NULL, 0));
+        char msg[256];
+        PGresult *r = adv_exec(a->conn, "SELECT * FROM hypopg_create_index($1)", 1, v, msg,
+                               sizeof msg);
+        if (!r)   /* it was created a moment ago; later rounds would cost without it */
+            adv_log(a, "hypopg refused the chosen %s: %s", sql, msg);
+        PQclear(r);
         c->chosen = true;
         c->order = a->nchosen++;
         c->saving = best_net;
         a->tables[c->table].chosen++;
-        for (int i = 0; i < a->nqueries; i++) {
-            adv_query_t *q = &a->queries[i];
-            if (best_nc[i] < q->cost && c->nserved < ADV_MAX_SERVED) {
-                c->served[c->nserved++] = i;
-                c->cost_before += q->cost;
-                c->cost_after += best_nc[i];
-                q->cost = best_nc[i];
-            }
-        }
+        s_serve(a, c, best_nc);
+        for (int i = 0; i < a->nqueries; i++)   /* the next rounds cost against this one */
+            if (best_nc[i] < a->queries[i].cost)
+                a->queries[i].cost = best_nc[i];
         adv_log(a, "chose %s (saving %.0f, %d statements)", sql, best_net, c->nserved);
     }
 done:
@@ -688,6 +734,11 @@ json_t *dbopt_advise_apply_one(const char *conninfo, const dbopt_advise_opts_t *
             adv_fail(&a, 400, "table %s has no column '%.60s'", t->regclass, name);
             goto out;
         }
+        for (int j = 0; j < i; j++)
+            if (strcmp(k[j].column, name) == 0) {
+                adv_fail(&a, 400, "column '%.60s' is given twice", name);
+                goto out;
+            }
         snprintf(k[i].column, sizeof k[i].column, "%s", name);
     }
     if (where && *where) {
@@ -695,16 +746,11 @@ json_t *dbopt_advise_apply_one(const char *conninfo, const dbopt_advise_opts_t *
         adv_col_t *col = NULL;
         if (dbopt_cond_parse(where, c, 2) != 1 || c[0].param || c[0].is_join
             || !(col = adv_col(t, c[0].column))
-            || (c[0].op != DBOPT_OP_ISNULL && c[0].op != DBOPT_OP_NOTNULL
-                && c[0].op != DBOPT_OP_TRUE && c[0].op != DBOPT_OP_FALSE)) {
+            || !s_predicate_sql(c[0].op, col, wh, sizeof wh)) {
             adv_fail(&a, 400, "where must be `col IS NULL`, `col IS NOT NULL`, `col` or `NOT col` "
                      "on a column of %s", t->regclass);
             goto out;
         }
-        const char *fmt = c[0].op == DBOPT_OP_ISNULL ? "%s IS NULL"
-                        : c[0].op == DBOPT_OP_NOTNULL ? "%s IS NOT NULL"
-                        : c[0].op == DBOPT_OP_TRUE ? "%s" : "NOT %s";
-        snprintf(wh, sizeof wh, fmt, col->quoted);
     }
     int ci = adv_add_cand(&a, (int) (t - a.tables), k, ncolumns, wh);
     if (ci < 0) {
@@ -714,12 +760,7 @@ json_t *dbopt_advise_apply_one(const char *conninfo, const dbopt_advise_opts_t *
     adv_cand_t *c = &a.cands[ci];
     double *nc = calloc((size_t) a.nqueries + 1, sizeof *nc), ratio;
     if (nc && s_evaluate(&a, c, nc, &ratio) >= 0)
-        for (int i = 0; i < a.nqueries; i++)
-            if (nc[i] < a.queries[i].cost && c->nserved < ADV_MAX_SERVED) {
-                c->served[c->nserved++] = i;
-                c->cost_before += a.queries[i].cost;
-                c->cost_after += nc[i];
-            }
+        s_serve(&a, c, nc);
     free(nc);
     PQclear(PQexec(a.conn, "SELECT hypopg_reset()"));
     rec = adv_cand_json(&a, c);
@@ -740,29 +781,28 @@ json_t *dbopt_advise_explain(const char *conninfo, const char *sql, const char *
         return NULL;
     size_t len = strlen(sql) + 32;
     char *ex = malloc(len);
+    dbopt_cand_plan_t *p = calloc(1, sizeof *p);
+    PGresult *r = NULL;
     json_t *out = NULL;
-    if (ex) {
-        snprintf(ex, len, "EXPLAIN (FORMAT JSON) %s", sql);
-        char msg[512];
-        PGresult *r = adv_exec(c, ex, nvalues, values, msg, sizeof msg);
-        if (!r) {
-            err->status = 400;
-            snprintf(err->text, sizeof err->text, "PostgreSQL cannot explain it: %s", msg);
-        } else {
-            dbopt_cand_plan_t *p = calloc(1, sizeof *p);
-            char perr[128];
-            if (p && dbopt_cand_plan_parse(PQgetvalue(r, 0, 0), p, perr, sizeof perr) == 0)
-                out = json_pack("{s:s,s:s,s:f}", "plan", PQgetvalue(r, 0, 0), "shape",
-                                p->shape, "total_cost", p->total_cost);
-            else {
-                err->status = 500;
-                snprintf(err->text, sizeof err->text, "unreadable plan");
-            }
-            free(p);
-            PQclear(r);
-        }
-        free(ex);
-    }
+    char msg[512], perr[128];
+    err->status = 500;
+    snprintf(err->text, sizeof err->text, "out of memory");
+    if (!ex || !p)
+        goto done;
+    snprintf(ex, len, "EXPLAIN (FORMAT JSON) %s", sql);
+    r = adv_exec(c, ex, nvalues, values, msg, sizeof msg);
+    if (!r) {
+        err->status = 400;
+        snprintf(err->text, sizeof err->text, "PostgreSQL cannot explain it: %s", msg);
+    } else if (dbopt_cand_plan_parse(PQgetvalue(r, 0, 0), p, perr, sizeof perr) != 0)
+        snprintf(err->text, sizeof err->text, "unreadable plan");
+    else
+        out = json_pack("{s:s,s:s,s:f}", "plan", PQgetvalue(r, 0, 0), "shape", p->shape,
+                        "total_cost", p->total_cost);
+done:
+    PQclear(r);
+    free(p);
+    free(ex);
     PQfinish(c);
     return out;
 }
@@ -777,8 +817,7 @@ int dbopt_advise_selftest(void)
     adv_table_t t = { .relname = "orders", .regclass = "public.orders", .reltuples = 1e6 };
     adv_col_t cols[2] = { { .name = "status", .quoted = "status", .ndistinct = 4 },
                           { .name = "Created", .quoted = "\"Created\"", .ndistinct = 1e5 } };
-    adv_index_t idx[1] = { { .name = "o_idx", .btree = true, .valid = true,
-                             .cols = ",status,Created," } };
+    adv_index_t idx[1] = { { .btree = true, .valid = true, .cols = ",status,Created," } };
     t.cols = cols;
     t.ncols = 2;
     t.idx = idx;
@@ -802,6 +841,9 @@ int dbopt_advise_selftest(void)
         rc = -1, fprintf(stderr, "advise: covered candidate kept\n");
     if (adv_add_cand(&a, 0, k, 2, "") != 0)       /* the same one again */
         rc = -1, fprintf(stderr, "advise: duplicate candidate\n");
+    dbopt_key_t other[1] = { { .column = "created" } };
+    if (adv_add_cand(&a, 0, other, 1, "") != -1)  /* not a column ("Created" is) */
+        rc = -1, fprintf(stderr, "advise: candidate on an unknown column\n");
     free(a.cands);
     return rc;
 }

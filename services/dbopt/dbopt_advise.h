@@ -54,20 +54,22 @@ typedef struct {
     int    statement_timeout_ms;  /* for every statement the advisor runs (0 = none) */
     int    connect_timeout_s;
     bool   apply;
-    void (*log)(void *arg, const char *line);            /* progress lines, may be NULL */
-    void (*on_outcome)(void *arg, const char *json);     /* each apply outcome (db.index) */
+    /* progress lines, and each apply outcome as JSON (db.index); either may be NULL */
+    void (*log)(void *arg, const char *line);
+    void (*on_outcome)(void *arg, const char *json);
     /* real parameters of a statement, when the caller captured some (the daemon does for its
-     * catalog): one malloc'd block as dbopt_obs_sample_params returns, freed with free();
-     * NULL = sample values from the data instead. May be NULL. */
+     * catalog): one malloc'd block as dbopt_obs_sample_params returns it, which the advisor
+     * frees; NULL = sample values from the data instead. The callback may be NULL. */
     char **(*captured_params)(void *arg, const char *query, int *nvalues);
     void  *arg;
 } dbopt_advise_opts_t;
 
-/* The defaults above as documented in README.md. */
+/* Fills opts with the defaults README.md documents: advice only, no callbacks. */
 void dbopt_advise_opts_default(dbopt_advise_opts_t *opts);
 
 typedef struct {
-    int  status;       /* 400 bad input, 503 database or extension missing, 500 other */
+    int  status;       /* 400 bad input, 404 unknown table, 409 already indexed,
+                        * 503 database or extension missing, 500 other */
     char text[768];    /* what went wrong and what to do; the URL in it is masked */
 } dbopt_advise_err_t;
 

@@ -1,10 +1,29 @@
 /* dbopt_advise_cli: `quaver-dbopt advise --database URL [--apply] [--json]`, the advisor
  * used once on any PostgreSQL database, the way Dexter is used. Exit 0 ok, 2 bad usage,
  * 1 failure (the message names the cause and the fix; nothing was changed). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "dbopt_advise.h"
+
+/* the options that take a number: name, bounds, where it goes in dbopt_advise_opts_t */
+#define S_OPT(field) offsetof(dbopt_advise_opts_t, field)
+static const struct {
+    const char *name;
+    double      lo, hi;
+    size_t      off;
+    bool        is_int;
+} s_numeric[] = {
+    { "--max-queries",       1, 10000,    S_OPT(max_queries),          true },
+    { "--min-rows",          0, 1e12,     S_OPT(min_rows),             false },
+    { "--max-per-table",     1, 32,       S_OPT(max_per_table),        true },
+    { "--write-cost",        0, 1e9,      S_OPT(write_cost),           false },
+    { "--min-cost-ratio",    1, 1e6,      S_OPT(min_cost_ratio),       false },
+    { "--keep-factor",       0, 1e6,      S_OPT(keep_factor),          false },
+    { "--statement-timeout", 0, 86400000, S_OPT(statement_timeout_ms), true },
+    { "--runs",              1, 64,       S_OPT(runs),                 true },
+};
 
 static void s_usage(FILE *f)
 {
@@ -25,14 +44,24 @@ static void s_log(void *arg, const char *line)
     fprintf(stderr, "advise: %s\n", line);
 }
 
-static bool s_num(const char *s, double lo, double hi, double *out)
+/* a is one of s_numeric and v a number in its bounds: stored in o. false otherwise. */
+static bool s_set_numeric(dbopt_advise_opts_t *o, const char *a, const char *v)
 {
-    char *end;
-    double v = s ? strtod(s, &end) : 0;
-    if (!s || !*s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
+    for (size_t i = 0; i < sizeof s_numeric / sizeof s_numeric[0]; i++) {
+        if (strcmp(a, s_numeric[i].name) != 0)
+            continue;
+        char *end;
+        double x = v ? strtod(v, &end) : 0;
+        if (!v || !*v || *end || x < s_numeric[i].lo || x > s_numeric[i].hi)
+            return false;
+        char *field = (char *) o + s_numeric[i].off;
+        if (s_numeric[i].is_int)
+            *(int *) field = (int) x;
+        else
+            *(double *) field = x;
+        return true;
+    }
+    return false;
 }
 
 static void s_print_table(json_t *out)
@@ -81,7 +110,6 @@ int dbopt_advise_main(int argc, char **argv)
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x;
         if (strcmp(a, "--apply") == 0)
             o.apply = true;
         else if (strcmp(a, "--json") == 0)
@@ -94,29 +122,7 @@ int dbopt_advise_main(int argc, char **argv)
         } else if (strcmp(a, "--database") == 0 && v) {
             url = v;
             i++;
-        } else if (strcmp(a, "--max-queries") == 0 && s_num(v, 1, 10000, &x)) {
-            o.max_queries = (int) x;
-            i++;
-        } else if (strcmp(a, "--min-rows") == 0 && s_num(v, 0, 1e12, &x)) {
-            o.min_rows = x;
-            i++;
-        } else if (strcmp(a, "--max-per-table") == 0 && s_num(v, 1, 32, &x)) {
-            o.max_per_table = (int) x;
-            i++;
-        } else if (strcmp(a, "--write-cost") == 0 && s_num(v, 0, 1e9, &x)) {
-            o.write_cost = x;
-            i++;
-        } else if (strcmp(a, "--min-cost-ratio") == 0 && s_num(v, 1, 1e6, &x)) {
-            o.min_cost_ratio = x;
-            i++;
-        } else if (strcmp(a, "--keep-factor") == 0 && s_num(v, 0, 1e6, &x)) {
-            o.keep_factor = x;
-            i++;
-        } else if (strcmp(a, "--statement-timeout") == 0 && s_num(v, 0, 86400000, &x)) {
-            o.statement_timeout_ms = (int) x;
-            i++;
-        } else if (strcmp(a, "--runs") == 0 && s_num(v, 1, 64, &x)) {
-            o.runs = (int) x;
+        } else if (s_set_numeric(&o, a, v)) {
             i++;
         } else {
             fprintf(stderr, "quaver-dbopt advise: bad argument '%s'%s\n", a,

@@ -15,7 +15,7 @@
 struct dbopt_advisor_t {
     dbopt_advisor_opts_t opts;
     char                *conninfo;
-    pthread_mutex_t      mu;          /* running, last, last_at */
+    pthread_mutex_t      mu;          /* running and the last_* fields */
     bool                 running;
     char                *last;        /* the last Advise result (JSON) */
     int64_t              last_at;     /* mono ms */
@@ -34,6 +34,7 @@ dbopt_advisor_t *dbopt_advisor_new(const dbopt_advisor_opts_t *opts)
         free(self);
         return NULL;
     }
+    self->opts.conninfo = self->conninfo;   /* the caller's string may not outlive us */
     pthread_mutex_init(&self->mu, NULL);
     return self;
 }
@@ -162,17 +163,16 @@ int dbopt_advisor_advise(dbopt_advisor_t *self, const qv_call_t *call,
     json_decref(out);
     if (!json)
         return qv_reply_error(reply, 500, "out of memory");
+    qv_log(QV_LOG_INFO, call->request_id, "advisor: %u recommendation(s) in %lld ms%s", n,
+           (long long) elapsed, req->apply ? " (applied)" : "");
+    int st = s_advise_reply(reply, json, n, elapsed, false, 0);   /* the reply copies json */
     pthread_mutex_lock(&self->mu);
     free(self->last);
-    self->last = strdup(json);
+    self->last = json;
     self->last_at = qv_mono_ms();
     self->last_elapsed = elapsed;
     self->last_count = n;
     pthread_mutex_unlock(&self->mu);
-    qv_log(QV_LOG_INFO, call->request_id, "advisor: %u recommendation(s) in %lld ms%s", n,
-           (long long) elapsed, req->apply ? " (applied)" : "");
-    int st = s_advise_reply(reply, json, n, elapsed, false, 0);
-    free(json);
     return st;
 }
 

@@ -26,7 +26,7 @@ struct dbopt_pool_t;
 
 typedef struct {
     const char           *conninfo;     /* copied */
-    dbopt_advise_opts_t   advise;       /* thresholds from the config (log/on_outcome ignored) */
+    dbopt_advise_opts_t   advise;       /* thresholds from the config (callbacks, arg replaced) */
     qv_bus_t             *bus;          /* borrowed, may be NULL */
     struct dbopt_pool_t  *pool;         /* borrowed, may be NULL: source of captured params */
 } dbopt_advisor_opts_t;

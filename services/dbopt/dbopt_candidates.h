@@ -1,7 +1,8 @@
 /* dbopt_candidates: what an EXPLAIN (FORMAT JSON) plan says about useful indexes. Pure
  * functions (no database): parse the condition texts PostgreSQL prints ("Filter",
- * "Index Cond", "Hash Cond", ...), walk a plan into per-scan facts (equality, range, null
- * tests, join columns, sort and group keys above the scan), and print index SQL.
+ * "Index Cond", "Hash Cond", ...) and walk a plan into per-scan facts (equality, range,
+ * null tests, join columns, sort and group keys above the scan). Names come out unquoted,
+ * as PostgreSQL spells them: whoever writes SQL with them quotes them.
  *
  * Why a hand-written expression parser: the texts are PostgreSQL's deparsed expressions
  * (ruleutils.c), and no Debian 12 package parses them (libpg_query is not packaged). We need
@@ -9,8 +10,8 @@
  * anything else (OR, function calls, sub-plans) is skipped, which only costs a candidate.
  *
  * Guarantees: never reads past the given strings, truncates names to DBOPT_NAME_MAX-1,
- * fills at most the given capacity. Nothing here allocates except dbopt_cand_plan_parse's jansson
- * work, released before it returns. */
+ * fills at most the given capacity. What is allocated (the parsers' token arrays, jansson's
+ * tree) is released before the call returns; the caller owns every output struct. */
 #ifndef DBOPT_CANDIDATES_H
 #define DBOPT_CANDIDATES_H
 #include <stdbool.h>
@@ -81,10 +82,6 @@ int dbopt_cand_plan_parse(const char *json_text, dbopt_cand_plan_t *out, char *e
 
 /* Just the root's "Total Cost"; -1 when the text is not a plan. */
 double dbopt_cand_plan_cost(const char *json_text);
-
-/* Index key list as SQL: `a, b DESC`. The names must already be SQL identifiers (the engine
- * passes PostgreSQL's quote_ident of each). Returns 0, -1 when it does not fit. */
-int dbopt_keys_sql(const dbopt_key_t *keys, int n, char *buf, size_t len);
 
 int dbopt_candidates_selftest(void);
 #endif

@@ -18,9 +18,10 @@
 #include "qv_log.h"
 #include "quaver/v1/dbopt_health.pb-c.h"
 
-#define S_MAX_ROWS   50     /* tables, indexes, sessions: the worst/largest first */
-#define S_MAX_TOP    20     /* pg_stat_statements entries */
-#define S_MAX_PARTS  12
+/* LIMITs of the queries below (text: they are spliced into the constant SQL) */
+#define S_MAX_ROWS   "50"   /* tables, indexes, sessions: the worst/largest first */
+#define S_MAX_TOP    "20"   /* pg_stat_statements entries */
+#define S_MAX_PARTS  12     /* queries in one call */
 
 struct dbopt_health_t {
     char           *conninfo;
@@ -140,7 +141,7 @@ static const char *const s_sql_sessions =
     "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND ("
     "  ($1 = 'long' AND state = 'active' AND query_start < now() - make_interval(secs => $2::float8))"
     "  OR ($1 = 'idle' AND state IN ('idle in transaction', 'idle in transaction (aborted)'))) "
-    "ORDER BY 4 DESC LIMIT 50";
+    "ORDER BY 4 DESC LIMIT " S_MAX_ROWS;
 
 #define S_AGE(col) "coalesce(extract(epoch FROM now() - s." col "), -1)"
 static const char *const s_sql_tables =
@@ -158,7 +159,7 @@ static const char *const s_sql_tables =
     "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
     "LEFT JOIN LATERAL (SELECT sum(st.avg_width) AS width, count(*) AS n FROM pg_stats st "
     "  WHERE st.schemaname = s.schemaname AND st.tablename = s.relname) w ON true "
-    "ORDER BY s.n_dead_tup DESC, c.relpages DESC, 1, 2 LIMIT 50";
+    "ORDER BY s.n_dead_tup DESC, c.relpages DESC, 1, 2 LIMIT " S_MAX_ROWS;
 
 static const char *const s_sql_indexes =
     "SELECT s.schemaname, s.relname, s.indexrelname, "
@@ -176,7 +177,7 @@ static const char *const s_sql_indexes =
     "  FROM pg_attribute a JOIN pg_stats st ON st.schemaname = s.schemaname "
     "  AND st.tablename = s.relname AND st.attname = a.attname "
     "  WHERE a.attrelid = s.relid AND a.attnum = ANY (i.indkey)) w ON true "
-    "ORDER BY c.relpages DESC, 1, 2, 3 LIMIT 50";
+    "ORDER BY c.relpages DESC, 1, 2, 3 LIMIT " S_MAX_ROWS;
 
 static const char *const s_sql_pgss_schema =
     "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
@@ -189,7 +190,7 @@ static const char *const s_sql_top_fmt =
     "  shared_blks_hit::float8 / (shared_blks_hit + shared_blks_read) ELSE -1 END "
     "FROM %s.pg_stat_statements "
     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "ORDER BY total_exec_time DESC LIMIT 20";
+    "ORDER BY total_exec_time DESC LIMIT " S_MAX_TOP;
 
 /* The results of one call; the reply points into them until it is packed. */
 typedef struct {
@@ -248,10 +249,10 @@ static int s_level_rank(const char *l)
     return strcmp(l, "critical") == 0 ? 2 : strcmp(l, "warning") == 0 ? 1 : 0;
 }
 
-static void s_sessions(PGresult *r, Quaver__V1__DbSession **out, Quaver__V1__DbSession *cells)
+/* The rows of s_sql_sessions into s[] and sp[] (as the other fillers below). */
+static void s_sessions(PGresult *r, Quaver__V1__DbSession *s, Quaver__V1__DbSession **sp)
 {
-    for (int i = 0; r && i < PQntuples(r); i++) {
-        Quaver__V1__DbSession *s = &cells[i];
+    for (int i = 0; r && i < PQntuples(r); i++, s++) {
         quaver__v1__db_session__init(s);
         s->pid = (int32_t) s_i(r, i, 0);
         s->application_name = PQgetvalue(r, i, 1);
@@ -260,7 +261,7 @@ static void s_sessions(PGresult *r, Quaver__V1__DbSession **out, Quaver__V1__DbS
         s->xact_age_s = s_f(r, i, 4);
         s->query = PQgetvalue(r, i, 5);
         s->wait_event = PQgetvalue(r, i, 6);
-        out[i] = s;
+        sp[i] = s;
     }
 }
 
@@ -303,26 +304,122 @@ static void s_statements(s_call_t *c, PGconn *pg, Quaver__V1__DbHealthReply *h,
     h->statements_available = 1;
 }
 
-int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t *reply)
+/* Expected pages (the estimate of the queries above; -1 or NULL: unknown) against the pages
+ * there are: the share and bytes beyond the estimate. *ratio -1 when unknown. */
+static void s_bloat(int64_t pages, double expected, int64_t block_size, double *ratio,
+                    int64_t *bytes)
 {
-    (void) call;
-    pthread_mutex_lock(&self->mu);
+    *ratio = -1;
+    *bytes = 0;
+    if (expected < 0 || pages <= 0)
+        return;
+    double extra = (double) pages - expected;
+    *ratio = extra > 0 ? extra / (double) pages : 0;
+    *bytes = extra > 0 ? (int64_t) extra * block_size : 0;
+}
+
+/* The rows of s_sql_tables into t[] and tp[]; *level: raised to the worst table's. */
+static void s_tables(PGresult *r, Quaver__V1__DbTableHealth *t, Quaver__V1__DbTableHealth **tp,
+                     int64_t freeze_max, const char **level)
+{
+    for (int i = 0; r && i < PQntuples(r); i++, t++) {
+        quaver__v1__db_table_health__init(t);
+        t->schema = PQgetvalue(r, i, 0);
+        t->name = PQgetvalue(r, i, 1);
+        t->live_tuples = s_i(r, i, 2);
+        t->dead_tuples = s_i(r, i, 3);
+        t->dead_ratio = s_f(r, i, 4);
+        t->modified_ratio = s_f(r, i, 5);
+        t->pages = s_i(r, i, 6);
+        t->size_bytes = s_i(r, i, 7);
+        s_bloat(t->pages, s_f(r, i, 8), s_i(r, i, 16), &t->bloat_ratio, &t->bloat_bytes);
+        t->last_vacuum_age_s = s_f(r, i, 9);
+        t->last_autovacuum_age_s = s_f(r, i, 10);
+        t->last_analyze_age_s = s_f(r, i, 11);
+        t->last_autoanalyze_age_s = s_f(r, i, 12);
+        t->vacuum_count = s_i(r, i, 13);
+        t->autovacuum_count = s_i(r, i, 14);
+        t->xid_age = s_i(r, i, 15);
+        t->wraparound_level = (char *) s_wrap_level(t->xid_age, freeze_max);
+        if (s_level_rank(t->wraparound_level) > s_level_rank(*level))
+            *level = t->wraparound_level;
+        tp[i] = t;
+    }
+}
+
+static void s_indexes(PGresult *r, Quaver__V1__DbIndexHealth *x, Quaver__V1__DbIndexHealth **xp)
+{
+    for (int i = 0; r && i < PQntuples(r); i++, x++) {
+        quaver__v1__db_index_health__init(x);
+        x->schema = PQgetvalue(r, i, 0);
+        x->table = PQgetvalue(r, i, 1);
+        x->name = PQgetvalue(r, i, 2);
+        x->pages = s_i(r, i, 3);
+        x->size_bytes = s_i(r, i, 4);
+        x->scans = s_i(r, i, 5);
+        s_bloat(x->pages, s_f(r, i, 6), s_i(r, i, 7), &x->bloat_ratio, &x->bloat_bytes);
+        xp[i] = x;
+    }
+}
+
+static void s_top(PGresult *r, Quaver__V1__DbTopQuery *q, Quaver__V1__DbTopQuery **qp)
+{
+    for (int i = 0; r && i < PQntuples(r); i++, q++) {
+        quaver__v1__db_top_query__init(q);
+        q->queryid = PQgetvalue(r, i, 0);
+        q->query = PQgetvalue(r, i, 1);
+        q->calls = s_i(r, i, 2);
+        q->total_ms = s_f(r, i, 3);
+        q->mean_ms = s_f(r, i, 4);
+        q->rows = s_i(r, i, 5);
+        q->hit_ratio = s_f(r, i, 6);
+        qp[i] = q;
+    }
+}
+
+static void s_connections(PGresult *r, Quaver__V1__DbConnectionCount *c,
+                          Quaver__V1__DbConnectionCount **cp)
+{
+    for (int i = 0; r && i < PQntuples(r); i++, c++) {
+        quaver__v1__db_connection_count__init(c);
+        c->state = PQgetvalue(r, i, 0);
+        c->count = s_i(r, i, 1);
+        cp[i] = c;
+    }
+}
+
+/* The connection, opened when there is none or it was lost. Called with mu held. NULL with
+ * the reason in err. */
+static PGconn *s_conn_locked(dbopt_health_t *self, char *err, size_t len)
+{
     if (self->pg && PQstatus(self->pg) != CONNECTION_OK) {
         PQfinish(self->pg);
         self->pg = NULL;
     }
-    char err[400] = "";
     if (!self->pg) {
         char setup[64];
         snprintf(setup, sizeof setup, "SET statement_timeout = %d", self->statement_timeout_ms);
         self->pg = dbopt_health_connect(self->conninfo, self->connect_timeout_s,
-                                        "quaver-dbopt-health", setup, err, sizeof err);
+                                        "quaver-dbopt-health", setup, err, len);
     }
-    if (!self->pg) {
+    return self->pg;
+}
+
+static int s_rows(PGresult *r)
+{
+    return r ? PQntuples(r) : 0;
+}
+
+int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t *reply)
+{
+    (void) call;
+    pthread_mutex_lock(&self->mu);
+    char err[400] = "";
+    PGconn *pg = s_conn_locked(self, err, sizeof err);
+    if (!pg) {
         pthread_mutex_unlock(&self->mu);
         return qv_reply_error(reply, 503, "PostgreSQL unavailable: %s", err);
     }
-    PGconn *pg = self->pg;
     s_call_t c = { .n = 0 };
     Quaver__V1__DbHealthReply h = QUAVER__V1__DB_HEALTH_REPLY__INIT;
     PGresult *basics = s_part(&c, pg, "pg_stat_database", s_sql_basics, 0, NULL);
@@ -363,9 +460,8 @@ int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t 
     s_statements(&c, pg, &h, &top, note, sizeof note);
     h.statements_note = note;
 
-    int nst = states ? PQntuples(states) : 0, nl = lng ? PQntuples(lng) : 0;
-    int ni = idle ? PQntuples(idle) : 0, nt = tabs ? PQntuples(tabs) : 0;
-    int nx = idxs ? PQntuples(idxs) : 0, nq = top ? PQntuples(top) : 0;
+    int nst = s_rows(states), nl = s_rows(lng), ni = s_rows(idle), nt = s_rows(tabs);
+    int nx = s_rows(idxs), nq = s_rows(top);
     Quaver__V1__DbConnectionCount *cc = calloc((size_t) nst + 1, sizeof *cc);
     Quaver__V1__DbConnectionCount **ccp = calloc((size_t) nst + 1, sizeof *ccp);
     Quaver__V1__DbSession *ss = calloc((size_t) (nl + ni) + 1, sizeof *ss);
@@ -378,86 +474,22 @@ int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t 
     Quaver__V1__DbTopQuery **qqp = calloc((size_t) nq + 1, sizeof *qqp);
     int rc = -1;
     if (cc && ccp && ss && ssp && tt && ttp && xx && xxp && qq && qqp) {
-        for (int i = 0; i < nst; i++) {
-            quaver__v1__db_connection_count__init(&cc[i]);
-            cc[i].state = PQgetvalue(states, i, 0);
-            cc[i].count = s_i(states, i, 1);
-            ccp[i] = &cc[i];
-        }
+        s_connections(states, cc, ccp);
         h.n_connections = (size_t) nst;
         h.connections = ccp;
-        s_sessions(lng, ssp, ss);
-        s_sessions(idle, ssp + nl, ss + nl);
+        s_sessions(lng, ss, ssp);
+        s_sessions(idle, ss + nl, ssp + nl);
         h.n_long_running = (size_t) nl;
         h.long_running = ssp;
         h.n_idle_in_transaction = (size_t) ni;
         h.idle_in_transaction = ssp + nl;
-        for (int i = 0; i < nt; i++) {
-            Quaver__V1__DbTableHealth *t = &tt[i];
-            quaver__v1__db_table_health__init(t);
-            t->schema = PQgetvalue(tabs, i, 0);
-            t->name = PQgetvalue(tabs, i, 1);
-            t->live_tuples = s_i(tabs, i, 2);
-            t->dead_tuples = s_i(tabs, i, 3);
-            t->dead_ratio = s_f(tabs, i, 4);
-            t->modified_ratio = s_f(tabs, i, 5);
-            t->pages = s_i(tabs, i, 6);
-            t->size_bytes = s_i(tabs, i, 7);
-            double expected = s_f(tabs, i, 8);
-            int64_t bs = s_i(tabs, i, 16);
-            t->bloat_ratio = -1;
-            if (expected >= 0 && t->pages > 0) {
-                double extra = (double) t->pages - expected;
-                t->bloat_ratio = extra > 0 ? extra / (double) t->pages : 0;
-                t->bloat_bytes = extra > 0 ? (int64_t) extra * bs : 0;
-            }
-            t->last_vacuum_age_s = s_f(tabs, i, 9);
-            t->last_autovacuum_age_s = s_f(tabs, i, 10);
-            t->last_analyze_age_s = s_f(tabs, i, 11);
-            t->last_autoanalyze_age_s = s_f(tabs, i, 12);
-            t->vacuum_count = s_i(tabs, i, 13);
-            t->autovacuum_count = s_i(tabs, i, 14);
-            t->xid_age = s_i(tabs, i, 15);
-            t->wraparound_level = (char *) s_wrap_level(t->xid_age, h.autovacuum_freeze_max_age);
-            if (s_level_rank(t->wraparound_level) > s_level_rank(level))
-                level = t->wraparound_level;
-            ttp[i] = t;
-        }
+        s_tables(tabs, tt, ttp, h.autovacuum_freeze_max_age, &level);
         h.n_tables = (size_t) nt;
         h.tables = ttp;
-        for (int i = 0; i < nx; i++) {
-            Quaver__V1__DbIndexHealth *x = &xx[i];
-            quaver__v1__db_index_health__init(x);
-            x->schema = PQgetvalue(idxs, i, 0);
-            x->table = PQgetvalue(idxs, i, 1);
-            x->name = PQgetvalue(idxs, i, 2);
-            x->pages = s_i(idxs, i, 3);
-            x->size_bytes = s_i(idxs, i, 4);
-            x->scans = s_i(idxs, i, 5);
-            double expected = s_f(idxs, i, 6);
-            int64_t bs = s_i(idxs, i, 7);
-            x->bloat_ratio = -1;
-            if (expected >= 0 && x->pages > 0) {
-                double extra = (double) x->pages - expected;
-                x->bloat_ratio = extra > 0 ? extra / (double) x->pages : 0;
-                x->bloat_bytes = extra > 0 ? (int64_t) extra * bs : 0;
-            }
-            xxp[i] = x;
-        }
+        s_indexes(idxs, xx, xxp);
         h.n_indexes = (size_t) nx;
         h.indexes = xxp;
-        for (int i = 0; i < nq; i++) {
-            Quaver__V1__DbTopQuery *q = &qq[i];
-            quaver__v1__db_top_query__init(q);
-            q->queryid = PQgetvalue(top, i, 0);
-            q->query = PQgetvalue(top, i, 1);
-            q->calls = s_i(top, i, 2);
-            q->total_ms = s_f(top, i, 3);
-            q->mean_ms = s_f(top, i, 4);
-            q->rows = s_i(top, i, 5);
-            q->hit_ratio = s_f(top, i, 6);
-            qqp[i] = q;
-        }
+        s_top(top, qq, qqp);
         h.n_top_queries = (size_t) nq;
         h.top_queries = qqp;
         h.wraparound_level = (char *) level;
@@ -465,8 +497,7 @@ int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t 
         h.warnings = c.warn;
         rc = qv_reply_set(reply, &h.base);
     }
-    bool lost = PQstatus(pg) != CONNECTION_OK;
-    if (lost) {
+    if (PQstatus(pg) != CONNECTION_OK) {
         PQfinish(self->pg);
         self->pg = NULL;
     }

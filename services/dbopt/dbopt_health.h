@@ -12,8 +12,9 @@
  *   rest is still answered; only "PostgreSQL unreachable" fails the call (503).
  * - pg_stat_statements missing or not preloaded: statements_available = false and
  *   statements_note says why and what to do; the call still succeeds.
- * - Session query texts are cut to 200 characters and never carry parameter values (the
- *   placeholders stay $n); deciding who may see them at all is the gateway's business.
+ * - Session and statement texts are cut to 200 characters and never carry a prepared
+ *   statement's parameter values (the placeholders stay $n); an ad-hoc statement's text does
+ *   hold its literals, so deciding who may see texts at all is the gateway's business.
  * Thread-safe. */
 #ifndef DBOPT_HEALTH_H
 #define DBOPT_HEALTH_H

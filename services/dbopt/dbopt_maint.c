@@ -352,22 +352,21 @@ static void s_vacuum(dbopt_maint_t *m, PGconn *pg, s_action_t *a, const char *tr
     s_publish(m, a, trigger);
 }
 
-static void s_set_cancel(dbopt_maint_t *m, PGconn *pg)
+/* Makes pg's statement cancellable by dbopt_maint_destroy (pg NULL: no longer). false when
+ * shutting down: the caller then starts nothing. One lock for both, so that destroy either
+ * sees the handle or stops the VACUUM from starting. */
+static bool s_set_cancel(dbopt_maint_t *m, PGconn *pg)
 {
     PGcancel *c = pg ? PQgetCancel(pg) : NULL;
     pthread_mutex_lock(&m->mu);
+    bool stopping = m->stopping;
     if (m->cancel)
         PQfreeCancel(m->cancel);
-    m->cancel = c;
+    m->cancel = stopping ? NULL : c;
     pthread_mutex_unlock(&m->mu);
-}
-
-static bool s_stopping(dbopt_maint_t *m)
-{
-    pthread_mutex_lock(&m->mu);
-    bool s = m->stopping;
-    pthread_mutex_unlock(&m->mu);
-    return s;
+    if (stopping && c)
+        PQfreeCancel(c);
+    return !stopping;
 }
 
 /* Fills the protobuf side of each action (dry run: just the candidate). */
@@ -397,10 +396,9 @@ static int s_pass(dbopt_maint_t *m, const char *table, bool force, bool dry_run,
         for (int i = 0; i < *n; i++) {
             s_action_t *a = &(*out)[i];
             quaver__v1__maintenance_action__init(&a->msg);
-            if (a->due && !dry_run && !s_stopping(m)) {
-                s_set_cancel(m, pg);
+            if (a->due && !dry_run && s_set_cancel(m, pg)) {
                 s_vacuum(m, pg, a, trigger);
-                s_set_cancel(m, NULL);
+                (void) s_set_cancel(m, NULL);
             }
             s_fill(a);
         }

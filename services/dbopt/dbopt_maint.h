@@ -52,9 +52,10 @@ typedef struct {
 int dbopt_maint_window_parse(const char *s, int *start, int *end, bool *off, char *why,
                              size_t len);
 
-/* Caller owns the result and frees it with dbopt_maint_destroy (which waits for a running
- * pass after cancelling its statement). NULL with the reason in err when the options are bad
- * (the caller exits 2). Opens nothing. */
+/* Caller owns the result and frees it with dbopt_maint_destroy (which cancels the running
+ * VACUUM, and waits for the scheduler's pass thread; call it only once no Maintenance call
+ * can be running). NULL with the reason in err when the window is bad or memory ran out.
+ * Opens nothing. */
 dbopt_maint_t *dbopt_maint_new(const dbopt_maint_opts_t *opts, char *err, size_t len);
 void dbopt_maint_destroy(dbopt_maint_t **self_p);
 

@@ -19,8 +19,9 @@ typedef struct {
     char **v;       /* v[i] NULL = SQL NULL; NULL itself: empty slot */
 } s_params_t;
 
+/* Calls and errors are counted by the pool (stmt.<name>.calls/errors); rows only here. */
 typedef struct {
-    uint64_t        calls, rows, errors;
+    uint64_t        rows;
     dbopt_hist_t    all;             /* since start */
     dbopt_hist_t    window;          /* since the last sampling window ended */
     s_params_t      ring[DBOPT_OBS_SAMPLES];
@@ -167,11 +168,8 @@ void dbopt_obs_record(dbopt_obs_t *self, size_t idx, int64_t us, int64_t rows, b
                        .threshold_ms = self->o.slow_query_ms, .time_ms = qv_wall_ms() };
     pthread_mutex_lock(&self->mu);
     s_stmt_t *s = &self->st[idx];
-    s->calls++;
-    if (failed)
-        s->errors++;
-    else
-        s->rows += rows > 0 ? (uint64_t) rows : 0;
+    if (!failed && rows > 0)
+        s->rows += (uint64_t) rows;
     dbopt_hist_add(&s->all, us);
     dbopt_hist_add(&s->window, us);
     char **old = NULL;
@@ -181,14 +179,12 @@ void dbopt_obs_record(dbopt_obs_t *self, size_t idx, int64_t us, int64_t rows, b
         slot->v = copy;
         slot->n = nvalues;
     }
-    int plan_rc = 0;
     if (slow) {
-        plan_rc = dbopt_plan_copy(&event.plan, &s->plan);
         s_slow_t *e = &self->slow[self->slow_next++ % DBOPT_OBS_SLOW];
         dbopt_plan_clear(&e->plan);
-        *e = event;
-        if (plan_rc == 0)
-            (void) dbopt_plan_copy(&e->plan, &event.plan);
+        *e = event;                                     /* event.plan is still empty here */
+        (void) dbopt_plan_copy(&e->plan, &s->plan);
+        (void) dbopt_plan_copy(&event.plan, &s->plan);  /* for the log and bus, unlocked */
         if (self->slow_count < DBOPT_OBS_SLOW)
             self->slow_count++;
     }
@@ -332,6 +328,80 @@ static void s_regression(dbopt_obs_t *self, size_t idx, const dbopt_plan_t *old,
     json_decref(n);
 }
 
+/* The detector's step for statement idx at a window's end: plan is the EXPLAIN just made
+ * (taken over: it becomes the current plan), win the calls of the window that ended. */
+static void s_judge(dbopt_obs_t *self, size_t idx, dbopt_plan_t *plan, const dbopt_hist_t *win)
+{
+    const char *name = dbopt_catalog[idx].name;
+    double p95 = dbopt_hist_quantile_ms(win, 0.95);
+    pthread_mutex_lock(&self->mu);
+    s_stmt_t *s = &self->st[idx];
+    /* Same plan but too few calls to judge: the window stays open (so a plan slow enough
+     * that few calls finish is still judged, one interval later), instead of needing
+     * min_calls within one interval. */
+    if (plan->hash == s->rg.last_hash && win->count < self->rcfg.min_calls)
+        dbopt_hist_merge(&s->window, win);
+    uint64_t old_hash;
+    double old_p95;
+    dbopt_rg_verdict_t v = dbopt_regress_step(&s->rg, &self->rcfg, plan->hash, win->count, p95,
+                                              &old_hash, &old_p95);
+    dbopt_plan_t old = { 0, NULL, NULL }, cur = { 0, NULL, NULL };
+    if (v == DBOPT_RG_ALARM || v == DBOPT_RG_ACCEPT) {
+        /* copies for the alarm, published after the unlock */
+        (void) dbopt_plan_copy(&old, &s->base_plan);
+        (void) dbopt_plan_copy(&cur, plan);
+    }
+    if (v != DBOPT_RG_NONE) {
+        dbopt_plan_clear(&s->base_plan);
+        (void) dbopt_plan_copy(&s->base_plan, plan);
+    }
+    if (plan->hash != s->plan.hash)
+        qv_info("plan of %s is now %s", name, plan->shape);
+    dbopt_plan_clear(&s->plan);
+    s->plan = *plan;
+    memset(plan, 0, sizeof *plan);
+    pthread_mutex_unlock(&self->mu);
+    if (v == DBOPT_RG_ALARM)
+        s_regression(self, idx, &old, old_p95, &cur, p95, win->count);
+    else if (v == DBOPT_RG_ACCEPT)
+        qv_info("plan change of %s is not slower (p95 %.2f ms -> %.2f ms): new baseline",
+                name, old_p95, p95);
+    dbopt_plan_clear(&old);
+    dbopt_plan_clear(&cur);
+}
+
+/* One statement at a window's end: close its window, EXPLAIN it (without the lock) and judge. */
+static void s_sample(dbopt_obs_t *self, struct dbopt_pool_t *pool, size_t idx)
+{
+    const dbopt_stmt_t *cat = &dbopt_catalog[idx];
+    /* close the window first: calls made while EXPLAIN runs belong to the next one */
+    pthread_mutex_lock(&self->mu);
+    s_stmt_t *s = &self->st[idx];
+    dbopt_hist_t win = s->window;
+    memset(&s->window, 0, sizeof s->window);
+    pthread_mutex_unlock(&self->mu);
+    int nparams = 0;
+    char **params = cat->readonly ? dbopt_obs_sample_params(self, idx, &nparams) : NULL;
+    if (!params)
+        return;         /* a write, or never called: no plan to sample */
+    dbopt_error_t err;
+    /* the sampler waits for no one: with every connection busy it skips this window */
+    char *json = dbopt_pool_explain(pool, cat, (const char *const *) params, nparams, 100, &err);
+    free(params);
+    dbopt_plan_t plan = { 0, NULL, NULL };
+    char perr[128];
+    if (!json || dbopt_plan_parse(json, &plan, perr, sizeof perr) < 0) {
+        qv_debug("plan sample %s skipped: %s", cat->name, json ? perr : err.text);
+        free(json);
+        pthread_mutex_lock(&self->mu);
+        dbopt_hist_merge(&s->window, &win);     /* judged with the next window */
+        pthread_mutex_unlock(&self->mu);
+        return;
+    }
+    free(json);
+    s_judge(self, idx, &plan, &win);
+}
+
 void dbopt_obs_tick(dbopt_obs_t *self, struct dbopt_pool_t *pool)
 {
     if (!self)
@@ -340,72 +410,21 @@ void dbopt_obs_tick(dbopt_obs_t *self, struct dbopt_pool_t *pool)
     if (now - self->window_start_ms < (int64_t) (self->o.sample_interval_s * 1000.0))
         return;
     self->window_start_ms = now;    /* only the timer thread reads or writes this */
-    for (size_t i = 0; i < self->n; i++) {
-        const dbopt_stmt_t *cat = &dbopt_catalog[i];
-        /* close the window first: calls made while EXPLAIN runs belong to the next one */
-        pthread_mutex_lock(&self->mu);
-        s_stmt_t *s = &self->st[i];
-        dbopt_hist_t win = s->window;
-        memset(&s->window, 0, sizeof s->window);
-        pthread_mutex_unlock(&self->mu);
-        int nparams = 0;
-        char **params = cat->readonly ? dbopt_obs_sample_params(self, i, &nparams) : NULL;
-        if (!params)
-            continue;       /* a write, or never called: no plan to sample */
-        dbopt_error_t err;
-        /* the sampler waits for no one: with every connection busy it skips this window */
-        char *json = dbopt_pool_explain(pool, cat, (const char *const *) params, nparams, 100,
-                                        &err);
-        free(params);
-        dbopt_plan_t plan = { 0, NULL, NULL };
-        char perr[128];
-        if (!json || dbopt_plan_parse(json, &plan, perr, sizeof perr) < 0) {
-            qv_debug("plan sample %s skipped: %s", cat->name, json ? perr : err.text);
-            free(json);
-            pthread_mutex_lock(&self->mu);
-            dbopt_hist_merge(&s->window, &win);     /* judged with the next window */
-            pthread_mutex_unlock(&self->mu);
-            continue;
-        }
-        free(json);
-        double p95 = dbopt_hist_quantile_ms(&win, 0.95);
-        pthread_mutex_lock(&self->mu);
-        /* Same plan but too few calls to judge: the window stays open (so a plan slow
-         * enough that few calls finish is still judged, one interval later), instead of
-         * needing min_calls within one interval. */
-        if (plan.hash == s->rg.last_hash && win.count < self->rcfg.min_calls)
-            dbopt_hist_merge(&s->window, &win);
-        uint64_t old_hash;
-        double old_p95;
-        dbopt_rg_verdict_t v = dbopt_regress_step(&s->rg, &self->rcfg, plan.hash, win.count,
-                                                  p95, &old_hash, &old_p95);
-        dbopt_plan_t old = { 0, NULL, NULL }, cur = { 0, NULL, NULL };
-        if (v == DBOPT_RG_ALARM || v == DBOPT_RG_ACCEPT) {
-            (void) dbopt_plan_copy(&old, &s->base_plan);
-            (void) dbopt_plan_copy(&cur, &plan);
-        }
-        if (v != DBOPT_RG_NONE) {
-            dbopt_plan_clear(&s->base_plan);
-            (void) dbopt_plan_copy(&s->base_plan, &plan);
-        }
-        if (plan.hash != s->plan.hash)
-            qv_info("plan of %s is now %s", cat->name, plan.shape);
-        dbopt_plan_clear(&s->plan);
-        s->plan = plan;
-        pthread_mutex_unlock(&self->mu);
-        if (v == DBOPT_RG_ALARM)
-            s_regression(self, i, &old, old_p95, &cur, p95, win.count);
-        else if (v == DBOPT_RG_ACCEPT)
-            qv_info("plan change of %s is not slower (p95 %.2f ms -> %.2f ms): new baseline",
-                    cat->name, old_p95, p95);
-        dbopt_plan_clear(&old);
-        dbopt_plan_clear(&cur);
-    }
+    for (size_t i = 0; i < self->n; i++)
+        s_sample(self, pool, i);
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
 
-void dbopt_obs_stats(dbopt_obs_t *self, dbopt_obs_stmt_t *out)
+/* One statement's figures for Stats, copied under the lock. */
+typedef struct {
+    uint64_t rows;
+    double   p50_ms, p95_ms, p99_ms;
+    uint64_t plan_hash;
+} s_row_t;
+
+/* out: one entry per catalog statement. */
+static void s_rows(dbopt_obs_t *self, s_row_t *out)
 {
     pthread_mutex_lock(&self->mu);
     for (size_t i = 0; i < self->n; i++) {
@@ -474,7 +493,7 @@ int dbopt_obs_slow_queries(dbopt_obs_t *self, const qv_call_t *call,
 
 /* ---- Stats entries ------------------------------------------------------------------------ */
 
-enum { S_POOL_STATS = 17, S_STMT_STATS = 5 };
+enum { S_POOL_STATS = 25, S_STMT_STATS = 8 };
 
 size_t dbopt_observe_nstats(void)
 {
@@ -484,14 +503,23 @@ size_t dbopt_observe_nstats(void)
 size_t dbopt_observe_stats(struct dbopt_pool_t *pool, Quaver__V1__Stat *stats,
                            char (*names)[96], size_t max)
 {
-    dbopt_pool_stats_t ps;
-    dbopt_pool_stats(pool, &ps, NULL);
     size_t nst = dbopt_catalog_count();
-    dbopt_obs_stmt_t *per = calloc(nst ? nst : 1, sizeof *per);
-    if (!per)
+    dbopt_stmt_stats_t *calls = calloc(nst + 1, sizeof *calls);
+    s_row_t *per = calloc(nst + 1, sizeof *per);
+    if (!calls || !per) {
+        free(calls);
+        free(per);
         return 0;
-    dbopt_obs_stats(dbopt_pool_obs(pool), per);
+    }
+    dbopt_pool_stats_t ps;
+    dbopt_pool_stats(pool, &ps, calls);
+    s_rows(dbopt_pool_obs(pool), per);
     const struct { const char *name; double v; } pool_rows[S_POOL_STATS] = {
+        { "max", ps.max }, { "open", ps.open }, { "active", ps.active }, { "idle", ps.idle },
+        { "waiting", ps.waiting }, { "up", ps.up },
+        { "connections_opened", (double) ps.opened },
+        { "connect_failures", (double) ps.connect_failures },
+        /* PgBouncer's SHOW POOLS / SHOW STATS names */
         { "cl_active", ps.cl_active }, { "cl_waiting", ps.cl_waiting },
         { "sv_active", ps.sv_active }, { "sv_idle", ps.sv_idle },
         { "maxwait", (double) (ps.maxwait_us / 1000000) },
@@ -512,11 +540,13 @@ size_t dbopt_observe_stats(struct dbopt_pool_t *pool, Quaver__V1__Stat *stats,
         stats[k].name = names[k];
         stats[k].value = pool_rows[i].v;
     }
-    static const char *const suffix[S_STMT_STATS] = { "rows", "p50_ms", "p95_ms", "p99_ms",
+    static const char *const suffix[S_STMT_STATS] = { "calls", "errors", "avg_ms", "rows",
+                                                      "p50_ms", "p95_ms", "p99_ms",
                                                       "plan_hash" };
     for (size_t i = 0; i < nst; i++) {
-        double v[S_STMT_STATS] = { (double) per[i].rows, per[i].p50_ms, per[i].p95_ms,
-                                   per[i].p99_ms, (double) per[i].plan_hash };
+        double v[S_STMT_STATS] = { (double) calls[i].calls, (double) calls[i].errors,
+                                   calls[i].avg_ms, (double) per[i].rows, per[i].p50_ms,
+                                   per[i].p95_ms, per[i].p99_ms, (double) per[i].plan_hash };
         for (int j = 0; j < S_STMT_STATS && k < max; j++, k++) {
             quaver__v1__stat__init(&stats[k]);
             snprintf(names[k], sizeof names[k], "stmt.%s.%s", dbopt_catalog[i].name, suffix[j]);
@@ -524,6 +554,7 @@ size_t dbopt_observe_stats(struct dbopt_pool_t *pool, Quaver__V1__Stat *stats,
             stats[k].value = v[j];
         }
     }
+    free(calls);
     free(per);
     return k;
 }

@@ -45,7 +45,8 @@ typedef struct {
     qv_bus_t *bus;                  /* borrowed, may be NULL */
 } dbopt_obs_opts_t;
 
-/* Caller owns the result (dbopt_obs_destroy). */
+/* opts is copied; zero fields take the config table's defaults. Caller owns the result and
+ * frees it with dbopt_obs_destroy; NULL when out of memory or libsodium fails to start. */
 dbopt_obs_t *dbopt_obs_new(const dbopt_obs_opts_t *opts);
 void dbopt_obs_destroy(dbopt_obs_t **self_p);
 
@@ -63,6 +64,7 @@ char **dbopt_obs_sample_params(dbopt_obs_t *self, size_t idx, int *nvalues_p);
  * connection) may EXPLAIN it now and hand the text to dbopt_obs_set_plan, so that the
  * db.slow_query event carries a plan. */
 bool dbopt_obs_wants_plan(dbopt_obs_t *self, size_t idx, int64_t us);
+/* explain_json is borrowed (parsed and redacted here); text that is no plan is ignored. */
 void dbopt_obs_set_plan(dbopt_obs_t *self, size_t idx, const char *explain_json);
 
 /* Runs `EXPLAIN (FORMAT JSON) EXECUTE <name>(<values as literals>)` on pg; returns the JSON
@@ -70,27 +72,21 @@ void dbopt_obs_set_plan(dbopt_obs_t *self, size_t idx, const char *explain_json)
 char *dbopt_obs_explain(PGconn *pg, const dbopt_stmt_t *st, const char *const *values,
                         int nvalues, char *err, size_t len);
 
-/* From the pool's timer (every second): when a sampling window ended, EXPLAIN each read-only
- * statement that has a sample through the pool and run the detector. */
+/* From the pool's timer (every second; always the same thread): when a sampling window
+ * ended, EXPLAIN each read-only statement that has a sample through the pool and run the
+ * detector. */
 void dbopt_obs_tick(dbopt_obs_t *self, struct dbopt_pool_t *pool);
-
-/* Stats: per statement rows, p50_ms, p95_ms, p99_ms, plan_hash. */
-typedef struct {
-    uint64_t rows;
-    double   p50_ms, p95_ms, p99_ms;
-    uint64_t plan_hash;
-} dbopt_obs_stmt_t;
-/* out: dbopt_catalog_count() entries. */
-void dbopt_obs_stats(dbopt_obs_t *self, dbopt_obs_stmt_t *out);
 
 /* The SlowQueries method (request SlowQueriesRequest): the newest slow calls first. */
 int dbopt_obs_slow_queries(dbopt_obs_t *self, const qv_call_t *call,
                            const ProtobufCMessage *req, qv_reply_t *reply);
 
-/* How many Stat entries dbopt_observe_stats writes, and the writer: db_pool.<PgBouncer
- * name> (SHOW POOLS / SHOW STATS) and stmt.<name>.rows/p50_ms/p95_ms/p99_ms/plan_hash.
- * names: one 96-byte buffer per entry (the stats point into them). Returns the count
- * written (<= max). */
+/* dbopt's own Stat entries (after the metrics registry's): how many, and the writer.
+ * db_pool.{max,open,active,idle,waiting,up,connections_opened,connect_failures}, the
+ * PgBouncer names (SHOW POOLS / SHOW STATS: cl_active, ..., avg_wait_time), recycled and
+ * stats_period_s; then per catalog statement stmt.<name>.{calls,errors,avg_ms,rows,p50_ms,
+ * p95_ms,p99_ms,plan_hash}. names: one 96-byte buffer per entry, which the stats point into
+ * (caller owns both arrays). Returns the count written (<= max; 0 when out of memory). */
 size_t dbopt_observe_nstats(void);
 size_t dbopt_observe_stats(struct dbopt_pool_t *pool, Quaver__V1__Stat *stats, char (*names)[96],
                            size_t max);

@@ -37,7 +37,8 @@ int dbopt_plan_copy(dbopt_plan_t *dst, const dbopt_plan_t *src);
  * everything from 2^27.5 us (~190 s) up. Adding is O(1) (one log2). */
 enum { DBOPT_HIST_BUCKETS = 112 };
 typedef struct {
-    uint32_t n[DBOPT_HIST_BUCKETS];
+    uint64_t n[DBOPT_HIST_BUCKETS];     /* 64-bit like count: a busy statement's "since
+                                         * start" histogram passes 2^32 calls in days */
     uint64_t count;
 } dbopt_hist_t;
 

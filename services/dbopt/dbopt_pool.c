@@ -43,9 +43,8 @@ typedef struct {
 
 struct dbopt_pool_t {
     char   *conninfo, *migrations_dir;
-    int     max, connect_timeout_s, statement_timeout_ms, slow_query_ms;
+    int     max, connect_timeout_s, statement_timeout_ms;
     int64_t acquire_timeout_ms;
-    qv_bus_t *bus;
 
     pthread_mutex_t mu;
     pthread_cond_t  cv;            /* a slot was released */
@@ -158,8 +157,6 @@ dbopt_pool_t *dbopt_pool_new(const dbopt_pool_opts_t *o)
     p->acquire_timeout_ms = (int64_t) (o->acquire_timeout_s * 1000.0);
     p->connect_timeout_s = o->connect_timeout_s;
     p->statement_timeout_ms = o->statement_timeout_ms;
-    p->slow_query_ms = o->slow_query_ms;
-    p->bus = o->bus;
     p->slots = calloc((size_t) o->max, sizeof *p->slots);
     p->nstmts = dbopt_catalog_count();
     p->stmts = calloc(p->nstmts, sizeof *p->stmts);
@@ -168,10 +165,7 @@ dbopt_pool_t *dbopt_pool_new(const dbopt_pool_opts_t *o)
     p->idle_ms = (int64_t) o->idle_timeout_s * 1000;
     p->period_ms = (int64_t) (o->stats_period_s > 0 ? o->stats_period_s : 10) * 1000;
     p->period_start_ms = qv_mono_ms();
-    dbopt_obs_opts_t oo = o->observe;
-    oo.bus = o->bus;
-    oo.slow_query_ms = o->slow_query_ms;
-    p->obs = dbopt_obs_new(&oo);
+    p->obs = dbopt_obs_new(&o->observe);
     if (!p->conninfo || (o->migrations_dir && !p->migrations_dir) || !p->slots || !p->stmts
         || !p->obs) {
         dbopt_pool_destroy(&p);
@@ -269,10 +263,11 @@ static void s_connect_failed(dbopt_pool_t *p, const char *why)
     p->backoff_ms = p->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : p->backoff_ms * 2;
     snprintf(p->last_error, sizeof p->last_error, "%s", why);
     s_trim(p->last_error);
+    char line[sizeof p->last_error];    /* other threads write last_error once we unlock */
+    memcpy(line, p->last_error, sizeof line);
     pthread_mutex_unlock(&p->mu);
     /* one line when PostgreSQL goes away, then quiet at debug while retrying */
-    qv_log(was_up ? QV_LOG_WARN : QV_LOG_DEBUG, NULL, "PostgreSQL unavailable: %s",
-           p->last_error);
+    qv_log(was_up ? QV_LOG_WARN : QV_LOG_DEBUG, NULL, "PostgreSQL unavailable: %s", line);
 }
 
 /* Runs a fixed setup command; 0 or -1 with err. */
@@ -468,6 +463,13 @@ static bool s_expired(const dbopt_pool_t *p, const s_slot_t *s, int64_t now)
     return p->lifetime_ms > 0 && now - s->opened_ms >= p->lifetime_ms;
 }
 
+static void s_recycled_locked(dbopt_pool_t *p)
+{
+    p->recycled++;
+    if (p->c_recycled)
+        qv_metric_add(p->c_recycled, 1);
+}
+
 /* Gives the slot back. A connection past its lifetime is closed here, between statements. */
 static void s_release(dbopt_pool_t *p, int slot, PGconn *pg)
 {
@@ -478,9 +480,7 @@ static void s_release(dbopt_pool_t *p, int slot, PGconn *pg)
     if (pg && s_expired(p, s, now)) {
         old = pg;
         pg = NULL;
-        p->recycled++;
-        if (p->c_recycled)
-            qv_metric_add(p->c_recycled, 1);
+        s_recycled_locked(p);
     }
     s->pg = pg;
     s->busy = false;
@@ -494,17 +494,24 @@ static void s_release(dbopt_pool_t *p, int slot, PGconn *pg)
 
 /* After a lost connection: the idle ones almost always died with it (server restart), and
  * finding that out one request at a time would fail one request each. Closing them costs a
- * reconnect when only one backend was terminated, which is cheap. */
+ * reconnect when only one backend was terminated, which is cheap. One at a time, so that
+ * PQfinish (which writes to the socket) runs outside the lock. */
 static void s_close_idle(dbopt_pool_t *p)
 {
-    pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < p->max; i++)
-        if (!p->slots[i].busy && p->slots[i].pg) {
-            PQfinish(p->slots[i].pg);
-            p->slots[i].pg = NULL;
-        }
-    s_gauges_locked(p);
-    pthread_mutex_unlock(&p->mu);
+    for (;;) {
+        PGconn *pg = NULL;
+        pthread_mutex_lock(&p->mu);
+        for (int i = 0; i < p->max && !pg; i++)
+            if (!p->slots[i].busy && p->slots[i].pg) {
+                pg = p->slots[i].pg;
+                p->slots[i].pg = NULL;
+            }
+        s_gauges_locked(p);
+        pthread_mutex_unlock(&p->mu);
+        if (!pg)
+            return;
+        PQfinish(pg);
+    }
 }
 
 /* The connection of a slot, opened or checked. NULL with err set when it cannot be had. */
@@ -536,10 +543,8 @@ static PGconn *s_ready(dbopt_pool_t *p, int slot, dbopt_error_t *err)
             p->slots[slot].pg = NULL;
             pg = NULL;
             pthread_mutex_lock(&p->mu);
-            p->recycled++;
+            s_recycled_locked(p);
             pthread_mutex_unlock(&p->mu);
-            if (p->c_recycled)
-                qv_metric_add(p->c_recycled, 1);
         }
     }
     if (!pg) {
@@ -575,6 +580,29 @@ static void s_record(dbopt_pool_t *p, size_t idx, int64_t us, int64_t rows, bool
     if (p->c_query)
         qv_metric_add(p->c_query, 1);
     dbopt_obs_record(p->obs, idx, us, rows, failed, values, nvalues, req_id);
+}
+
+/* A statement PostgreSQL refused (the connection is fine): err gets the status for its
+ * SQLSTATE and PostgreSQL's primary message, naming the constraint when there is one. */
+static void s_statement_error(const dbopt_stmt_t *st, PGconn *pg, const PGresult *r,
+                              const char *req_id, dbopt_error_t *err)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    int status = dbopt_sqlstate_status(state);
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *constraint = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    char first[256];
+    if (!primary) {
+        s_first_line(first, sizeof first, PQerrorMessage(pg));
+        primary = first;
+    }
+    if (constraint && !strstr(primary, constraint))
+        s_seterr(err, status, "%s: %s (constraint %s)", st->name, primary, constraint);
+    else
+        s_seterr(err, status, "%s: %s", st->name, primary);
+    if (status >= 500)
+        qv_log(status == 500 ? QV_LOG_ERROR : QV_LOG_WARN, req_id, "%s failed: SQLSTATE %s %s",
+               st->name, state ? state : "-", primary);
 }
 
 PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *const *values,
@@ -656,21 +684,7 @@ PGresult *dbopt_pool_run(dbopt_pool_t *p, const dbopt_stmt_t *st, const char *co
             s_seterr(err, 503, "database connection lost: %s", msg);
             return NULL;
         }
-        int status = dbopt_sqlstate_status(state);
-        const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-        const char *constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-        char first[256];
-        if (!primary) {
-            s_first_line(first, sizeof first, PQerrorMessage(pg));
-            primary = first;
-        }
-        if (constraint && !strstr(primary, constraint))
-            s_seterr(err, status, "%s: %s (constraint %s)", st->name, primary, constraint);
-        else
-            s_seterr(err, status, "%s: %s", st->name, primary);
-        if (status >= 500)
-            qv_log(status == 500 ? QV_LOG_ERROR : QV_LOG_WARN, req_id, "%s failed: SQLSTATE %s %s", st->name,
-                   state ? state : "-", primary);
+        s_statement_error(st, pg, r, req_id, err);
         PQclear(r);
         s_release(p, slot, pg);
         s_record(p, idx, us, 0, true, values, nvalues, req_id);
@@ -782,7 +796,7 @@ static void s_recycle_idle(dbopt_pool_t *p)
 {
     if (!p->lifetime_ms && !p->idle_ms)
         return;
-    PGconn *doomed[64];
+    PGconn *doomed[64];     /* at most 64 a tick; any more go on the next one */
     int n = 0;
     int64_t now = qv_mono_ms();
     pthread_mutex_lock(&p->mu);
@@ -799,9 +813,7 @@ static void s_recycle_idle(dbopt_pool_t *p)
             doomed[n++] = s->pg;
             s->pg = NULL;
             open--;
-            p->recycled++;
-            if (p->c_recycled)
-                qv_metric_add(p->c_recycled, 1);
+            s_recycled_locked(p);
         }
     }
     s_gauges_locked(p);

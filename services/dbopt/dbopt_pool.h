@@ -36,7 +36,6 @@
 #include <stdbool.h>
 #include <libpq-fe.h>
 #include "qv_metrics.h"
-#include "qv_bus.h"
 #include "dbopt_catalog.h"
 #include "dbopt_observe.h"
 
@@ -48,14 +47,12 @@ typedef struct {
     double        acquire_timeout_s;    /* db_pool_timeout */
     int           connect_timeout_s;    /* db_connect_timeout (libpq connect_timeout) */
     int           statement_timeout_ms; /* 0 = none */
-    int           slow_query_ms;        /* log (and publish db.slow_query) at or above */
     const char   *migrations_dir;       /* copied; NULL = apply none */
     qv_metrics_t *metrics;              /* borrowed, may be NULL */
-    qv_bus_t     *bus;                  /* borrowed, may be NULL */
     int           max_lifetime_s;       /* db_conn_max_lifetime_s; 0 = unlimited */
     int           idle_timeout_s;       /* db_conn_idle_timeout_s; 0 = never */
     int           stats_period_s;       /* db_stats_period_s (>= 1) for the avg_* values */
-    dbopt_obs_opts_t observe;           /* bus and slow_query_ms are taken from above */
+    dbopt_obs_opts_t observe;           /* the observer's: slow queries, plans, bus */
 } dbopt_pool_opts_t;
 
 typedef struct {

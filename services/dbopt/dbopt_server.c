@@ -19,7 +19,6 @@
 #include "quaver/v1/dbopt.pb-c.h"
 
 typedef struct {
-    const dbopt_cfg_t *cfg;
     dbopt_pool_t      *pool;
     qv_server_t       *server;
     int64_t            started_ms;
@@ -147,55 +146,21 @@ static int s_health(void *appv, const qv_call_t *call, const ProtobufCMessage *r
     return 200;
 }
 
-/* Stats: the registry's own view (qv_stats_from_metrics) followed by the pool and one
- * calls/errors/avg_ms triple per catalog statement. */
+/* Stats: the registry's own view (qv_stats_from_metrics), then the pool's and each catalog
+ * statement's entries (dbopt_observe_stats). */
 static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *req,
                    qv_reply_t *reply)
 {
     s_app_t *app = appv;
-    size_t nst = dbopt_catalog_count();
-    dbopt_pool_stats_t ps;
-    dbopt_stmt_stats_t *per = calloc(nst, sizeof *per);
-    if (!per)
-        return qv_reply_error(reply, 500, "out of memory");
-    dbopt_pool_stats(app->pool, &ps, per);
     Quaver__V1__StatsReply *base = qv_stats_from_metrics(qv_server_metrics(app->server), "dbopt");
     size_t nbase = base ? base->n_stats : 0;
-
-    enum { POOL_STATS = 8 };
-    size_t nmine = POOL_STATS + 3 * nst + dbopt_observe_nstats();
+    size_t nmine = dbopt_observe_nstats();
     Quaver__V1__Stat *mine = calloc(nmine, sizeof *mine);
     char (*names)[96] = calloc(nmine, sizeof *names);
     Quaver__V1__Stat **all = calloc(nbase + nmine + 1, sizeof *all);
     int rc = -1;
     if (mine && names && all) {
-        size_t k = 0;
-        const struct { const char *name; double v; } pool[POOL_STATS] = {
-            { "db_pool.max", ps.max }, { "db_pool.open", ps.open },
-            { "db_pool.active", ps.active }, { "db_pool.idle", ps.idle },
-            { "db_pool.waiting", ps.waiting }, { "db_pool.up", ps.up },
-            { "db_pool.connections_opened", (double) ps.opened },
-            { "db_pool.connect_failures", (double) ps.connect_failures },
-        };
-        for (int i = 0; i < POOL_STATS; i++, k++) {
-            quaver__v1__stat__init(&mine[k]);
-            snprintf(names[k], sizeof names[k], "%s", pool[i].name);
-            mine[k].name = names[k];
-            mine[k].value = pool[i].v;
-        }
-        for (size_t i = 0; i < nst; i++) {
-            const char *suffix[3] = { "calls", "errors", "avg_ms" };
-            double v[3] = { (double) per[i].calls, (double) per[i].errors, per[i].avg_ms };
-            for (int j = 0; j < 3; j++, k++) {
-                quaver__v1__stat__init(&mine[k]);
-                snprintf(names[k], sizeof names[k], "stmt.%s.%s", dbopt_catalog[i].name,
-                         suffix[j]);
-                mine[k].name = names[k];
-                mine[k].value = v[j];
-            }
-        }
-        /* db_pool.<PgBouncer name>, stmt.<name>.rows/p50_ms/p95_ms/p99_ms/plan_hash */
-        k += dbopt_observe_stats(app->pool, &mine[k], &names[k], nmine - k);
+        size_t k = dbopt_observe_stats(app->pool, mine, names, nmine);
         for (size_t i = 0; i < nbase; i++)
             all[i] = base->stats[i];
         for (size_t i = 0; i < k; i++)
@@ -204,12 +169,11 @@ static int s_stats(void *appv, const qv_call_t *call, const ProtobufCMessage *re
         out.service = "dbopt";
         out.n_stats = nbase + k;
         out.stats = all;
-        rc = qv_reply_set(reply, &out.base);
+        rc = k > 0 ? qv_reply_set(reply, &out.base) : -1;
     }
     free(all);
     free(names);
     free(mine);
-    free(per);
     if (base)
         qv_stats_reply_free(base);
     if (rc < 0)
@@ -279,7 +243,7 @@ static void s_tick(void *appv)
 
 int dbopt_server_run(const dbopt_cfg_t *cfg)
 {
-    s_app_t app = { .cfg = cfg, .started_ms = qv_mono_ms() };
+    s_app_t app = { .started_ms = qv_mono_ms() };
     /* maintenance_window is a string the key table cannot check: a bad one refuses to start
      * with the config loader's message shape and exit code (2) */
     int wstart, wend;
@@ -304,17 +268,17 @@ int dbopt_server_run(const dbopt_cfg_t *cfg)
         .acquire_timeout_s = cfg->db_pool_timeout,
         .connect_timeout_s = (int) cfg->db_connect_timeout,
         .statement_timeout_ms = (int) cfg->statement_timeout_ms,
-        .slow_query_ms = (int) cfg->slow_query_threshold,
         .max_lifetime_s = (int) cfg->db_conn_max_lifetime_s,
         .idle_timeout_s = (int) cfg->db_conn_idle_timeout_s,
         .stats_period_s = (int) cfg->db_stats_period_s,
-        .observe = { .sample_interval_s = cfg->plan_sample_interval_s,
+        .observe = { .slow_query_ms = (int) cfg->slow_query_threshold,
+                     .sample_interval_s = cfg->plan_sample_interval_s,
                      .regress_factor = cfg->plan_regression_factor,
                      .regress_min_calls = cfg->plan_regression_min_calls,
-                     .regress_min_ms = cfg->plan_regression_min_ms },
+                     .regress_min_ms = cfg->plan_regression_min_ms,
+                     .bus = qv_server_bus(app.server) },
         .migrations_dir = cfg->migrations_dir,
         .metrics = qv_server_metrics(app.server),
-        .bus = qv_server_bus(app.server),
     };
     app.pool = dbopt_pool_new(&opts);
     if (!app.pool) {
@@ -366,12 +330,11 @@ int dbopt_server_run(const dbopt_cfg_t *cfg)
                 "lock_timeout %lld ms)", (long long) cfg->maintenance_interval_s,
                 cfg->maintenance_window, cfg->maintenance_dead_ratio,
                 cfg->maintenance_analyze_ratio, (long long) cfg->maintenance_lock_timeout_ms);
-    if (rc != 0) {
-        /* said above */
-    } else if (qv_server_add_timer(app.server, 1000, s_tick) < 0) {
+    if (rc == 0 && qv_server_add_timer(app.server, 1000, s_tick) < 0) {
         qv_error("cannot add the pool timer");
         rc = 1;
-    } else if (qv_server_run(app.server) < 0)
+    }
+    if (rc == 0 && qv_server_run(app.server) < 0)
         rc = 1;
     dbopt_maint_destroy(&app.maint);     /* before the server: it publishes on its bus */
     dbopt_health_destroy(&app.health);

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
-#include <time.h>
 #include "dbopt_advise_int.h"
+#include "qv_clock.h"
 
 /* 'dbopt' 'apply' as two int4 keys: fixed, so every advisor process agrees */
 #define S_LOCK_SQL "SELECT pg_advisory_lock(1684172655, 1634757753)"
@@ -34,9 +34,7 @@ static const char s_history_ddl[] =
 
 static double s_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+    return (double) qv_mono_us() / 1e3;
 }
 
 static int s_cmp(const void *x, const void *y)
@@ -134,11 +132,7 @@ static int s_build(adv_t *a, const char *sql, char *msg, size_t len)
     PGresult *r;
     while ((r = PQgetResult(a->conn))) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            const char *m = PQresultErrorMessage(r);
-            snprintf(msg, len, "%s", strncmp(m, "ERROR:  ", 8) == 0 ? m + 8 : m);
-            size_t l = strlen(msg);
-            while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-                msg[--l] = '\0';
+            adv_error_text(a->conn, r, msg, len);
             rc = -1;
         }
         PQclear(r);
@@ -189,11 +183,13 @@ static bool s_invalid(adv_t *a, const char *schema, const char *name)
     return bad;
 }
 
+/* the outcome as a row of dbopt_index_history (the table created first where it is
+ * missing) and to opts.on_outcome; a failed insert is logged, the outcome stands */
 static void s_record(adv_t *a, const adv_cand_t *c, json_t *rec)
 {
     char msg[256], cb[32], ca[32], mb[32], ma[32];
     json_t *qs = json_object_get(rec, "queries");
-    char *qtext = json_dumps(qs ? qs : json_array(), JSON_COMPACT);
+    char *qtext = qs ? json_dumps(qs, JSON_COMPACT) : NULL;
     snprintf(cb, sizeof cb, "%.2f", c->cost_before);
     snprintf(ca, sizeof ca, "%.2f", c->cost_after);
     json_t *b = json_object_get(rec, "ms_before"), *f = json_object_get(rec, "ms_after");

@@ -24,7 +24,8 @@ void adv_free_tables(adv_t *a)
 }
 
 /* The table named relname as the planner saw it, loaded once: size, writes, columns with
- * their statistics, existing indexes. NULL for system catalogs and unknown names. */
+ * their statistics, existing indexes. NULL for system catalogs and unknown names. The
+ * name is a query parameter; the one visible on the search path wins. */
 adv_table_t *adv_table(adv_t *a, const char *relname)
 {
     for (int i = 0; i < a->ntables; i++)
@@ -35,7 +36,7 @@ adv_table_t *adv_table(adv_t *a, const char *relname)
     PGresult *r = adv_exec(a->conn,
         "SELECT c.oid, c.oid::regclass::text, n.nspname IN ('pg_catalog', 'information_schema',"
         "       'pg_toast') OR c.relkind <> 'r',"
-        "       greatest(c.reltuples, 0), 0, n.nspname"
+        "       greatest(c.reltuples, 0), n.nspname"
         "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.relname = $1 ORDER BY pg_table_is_visible(c.oid) DESC LIMIT 1",
         1, v, msg, sizeof msg);
@@ -54,7 +55,7 @@ adv_table_t *adv_table(adv_t *a, const char *relname)
     snprintf(t->relname, sizeof t->relname, "%s", relname);
     snprintf(t->oid, sizeof t->oid, "%s", PQgetvalue(r, 0, 0));
     snprintf(t->regclass, sizeof t->regclass, "%s", PQgetvalue(r, 0, 1));
-    snprintf(t->schema, sizeof t->schema, "%s", PQgetvalue(r, 0, 5));
+    snprintf(t->schema, sizeof t->schema, "%s", PQgetvalue(r, 0, 4));
     t->system = PQgetvalue(r, 0, 2)[0] == 't';
     t->reltuples = atof(PQgetvalue(r, 0, 3));
     for (int i = 0; i < a->nw; i++)
@@ -93,7 +94,7 @@ adv_table_t *adv_table(adv_t *a, const char *relname)
         PQclear(r);
     }
     r = adv_exec(a->conn,
-        "SELECT ic.relname, am.amname, i.indpred IS NOT NULL OR i.indexprs IS NOT NULL,"
+        "SELECT am.amname, i.indpred IS NOT NULL OR i.indexprs IS NOT NULL,"
         "       i.indisvalid,"
         "       array_to_string(ARRAY(SELECT coalesce(at.attname, '?')"
         "         FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(att, ord)"
@@ -107,11 +108,10 @@ adv_table_t *adv_table(adv_t *a, const char *relname)
         t->idx = calloc((size_t) t->nidx + 1, sizeof *t->idx);
         for (int i = 0; t->idx && i < t->nidx; i++) {
             adv_index_t *x = &t->idx[i];
-            snprintf(x->name, sizeof x->name, "%s", PQgetvalue(r, i, 0));
-            x->btree = strcmp(PQgetvalue(r, i, 1), "btree") == 0;
-            x->partial_or_expr = PQgetvalue(r, i, 2)[0] == 't';
-            x->valid = PQgetvalue(r, i, 3)[0] == 't';
-            snprintf(x->cols, sizeof x->cols, ",%s,", PQgetvalue(r, i, 4));
+            x->btree = strcmp(PQgetvalue(r, i, 0), "btree") == 0;
+            x->partial_or_expr = PQgetvalue(r, i, 1)[0] == 't';
+            x->valid = PQgetvalue(r, i, 2)[0] == 't';
+            snprintf(x->cols, sizeof x->cols, ",%s,", PQgetvalue(r, i, 3));
         }
         if (!t->idx)
             t->nidx = 0;
@@ -129,28 +129,26 @@ adv_col_t *adv_col(adv_table_t *t, const char *name)
 }
 
 /* ------------------------------------------------------------ workload */
-bool adv_is_limit_param(const char *text, int p)
+/* text holds "<keyword> $p" (any case, $p not the start of $p0..$p9) */
+static bool s_follows(const char *text, const char *keyword, int p)
 {
     char pat[32];
-    for (const char *kw = "LIMIT", *k2 = "OFFSET"; kw; kw = k2, k2 = NULL) {
-        snprintf(pat, sizeof pat, "%s $%d", kw, p);
-        size_t pl = strlen(pat);
-        for (const char *s = text; *s; s++)
-            if (strncasecmp(s, pat, pl) == 0 && !isdigit((unsigned char) s[pl]))
-                return true;
-    }
-    return false;
-}
-
-bool adv_is_offset_param(const char *text, int p)
-{
-    char pat[32];
-    snprintf(pat, sizeof pat, "OFFSET $%d", p);
+    snprintf(pat, sizeof pat, "%s $%d", keyword, p);
     size_t pl = strlen(pat);
     for (const char *s = text; *s; s++)
         if (strncasecmp(s, pat, pl) == 0 && !isdigit((unsigned char) s[pl]))
             return true;
     return false;
+}
+
+bool adv_is_limit_param(const char *text, int p)
+{
+    return s_follows(text, "LIMIT", p) || s_follows(text, "OFFSET", p);
+}
+
+bool adv_is_offset_param(const char *text, int p)
+{
+    return s_follows(text, "OFFSET", p);
 }
 
 /* value of relation.column at a share of its histogram (0..1), or NULL */
@@ -172,17 +170,24 @@ static char *s_histogram(adv_t *a, adv_table_t *t, const char *col, double share
     return out;
 }
 
-/* one existing row's values of cols (quoted names) of t, NULL-free; res owns them */
+#define S_SAMPLE_COLS 8
+
+/* One existing row's values of cols (n <= S_SAMPLE_COLS quoted names) of t, none NULL; the
+ * caller PQclears the result. NULL when there is none. */
 static PGresult *s_sample_row(adv_t *a, adv_table_t *t, const char *const *cols, int n)
 {
-    char sql[4096], list[1024] = "", notnull[1024] = "";
+    char sql[4096], list[S_SAMPLE_COLS * (ADV_QUOTED_MAX + 8)] = "",
+         notnull[S_SAMPLE_COLS * (ADV_QUOTED_MAX + 16)] = "";
+    if (n > S_SAMPLE_COLS)
+        return NULL;
     for (int i = 0; i < n; i++) {
         size_t l = strlen(list), m = strlen(notnull);
         snprintf(list + l, sizeof list - l, "%s%s::text", i ? ", " : "", cols[i]);
         snprintf(notnull + m, sizeof notnull - m, " AND %s IS NOT NULL", cols[i]);
     }
-    /* SYSTEM sampling reads a few pages, not the table; small tables fall back to a scan.
-     * REPEATABLE keeps the values the same between the before and after timings. */
+    /* SYSTEM sampling reads a few pages, not the table; when those pages hold no row that
+     * fits, a plain scan. REPEATABLE: runs on unchanged data pick the same row, so they
+     * cost (and an --apply run times) the same values. */
     double pct = t->reltuples > 0 ? 2000.0 * 100.0 / t->reltuples : 100.0;
     if (pct > 100)
         pct = 100;
@@ -203,6 +208,26 @@ static PGresult *s_sample_row(adv_t *a, adv_table_t *t, const char *const *cols,
     return NULL;
 }
 
+/* v as the text of a one-element array, `{"v"}` with `"` and `\` escaped, so that commas,
+ * braces and spaces in v stay one element. Caller frees; NULL on out of memory. */
+static char *s_array_of_one(const char *v)
+{
+    char *out = malloc(2 * strlen(v) + 5), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    *o++ = '"';
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            *o++ = '\\';
+        *o++ = *v;
+    }
+    *o++ = '"';
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
 /* fills q->values from the generic plan's parameter uses */
 static void s_sample(adv_t *a, adv_query_t *q, const dbopt_cand_plan_t *g)
 {
@@ -213,7 +238,6 @@ static void s_sample(adv_t *a, adv_query_t *q, const dbopt_cand_plan_t *g)
         if (v && n == q->nparams) {
             for (int i = 0; i < n; i++)
                 q->values[i] = v[i] ? strdup(v[i]) : NULL;
-            q->captured = true;
             free(v);
             return;
         }
@@ -242,13 +266,7 @@ static void s_sample(adv_t *a, adv_query_t *q, const dbopt_cand_plan_t *g)
                 PGresult *r = s_sample_row(a, t, cols, 1);
                 if (r) {
                     const char *v = PQgetvalue(r, 0, 0);
-                    if (u->op == DBOPT_OP_ANY) {
-                        size_t l = strlen(v) + 3;
-                        val = malloc(l);
-                        if (val)
-                            snprintf(val, l, "{%s}", v);
-                    } else
-                        val = strdup(v);
+                    val = u->op == DBOPT_OP_ANY ? s_array_of_one(v) : strdup(v);
                     PQclear(r);
                 }
             }
@@ -262,14 +280,14 @@ static void s_sample(adv_t *a, adv_query_t *q, const dbopt_cand_plan_t *g)
      * nothing: resample them together */
     for (int p = 1; p <= q->nparams; p++) {
         const dbopt_param_use_t *u = &g->params[p];
-        if (!u->known || (u->op != DBOPT_OP_EQ))
+        if (!u->known || u->op != DBOPT_OP_EQ)
             continue;
         adv_table_t *t = adv_table(a, u->relation);
         if (!t)
             continue;
-        const char *cols[8];
-        int idx[8], n = 0;
-        for (int o = 1; o <= q->nparams && n < 8; o++) {
+        const char *cols[S_SAMPLE_COLS];
+        int idx[S_SAMPLE_COLS], n = 0;
+        for (int o = 1; o <= q->nparams && n < S_SAMPLE_COLS; o++) {
             const dbopt_param_use_t *w = &g->params[o];
             adv_col_t *c = w->known && w->op == DBOPT_OP_EQ
                            && strcmp(w->relation, u->relation) == 0 ? adv_col(t, w->column) : NULL;
@@ -289,8 +307,8 @@ static void s_sample(adv_t *a, adv_query_t *q, const dbopt_cand_plan_t *g)
     }
 }
 
-/* EXPLAIN of q with its sampled values (a fresh custom plan every time, so hypothetical
- * indexes created since are seen); the plan's total cost, -1 on error. plan_out optional. */
+/* EXPLAIN of q with its values as an unnamed statement: a fresh custom plan every time, so
+ * hypothetical indexes created since are seen. */
 double adv_cost(adv_t *a, adv_query_t *q, dbopt_cand_plan_t *plan_out)
 {
     size_t len = strlen(q->text) + 32;
@@ -332,7 +350,6 @@ static int s_prepare_query(adv_t *a, adv_query_t *q)
     char *sql = malloc(len);
     if (!sql)
         return -1;
-    PQclear(PQexec(a->conn, "DEALLOCATE IF EXISTS dbopt_advise_q"));
     snprintf(sql, len, "PREPARE dbopt_advise_q AS %s", q->text);
     PGresult *r = adv_exec(a->conn, sql, 0, NULL, msg, sizeof msg);
     free(sql);
@@ -373,9 +390,8 @@ static int s_prepare_query(adv_t *a, adv_query_t *q)
         if (ok) {
             s_sample(a, q, g);
             q->plan = calloc(1, sizeof *q->plan);
-            q->cost0 = q->plan ? adv_cost(a, q, q->plan) : -1;
-            q->cost = q->cost0;
-            rc = q->cost0 >= 0 ? 0 : -1;
+            q->cost = q->plan ? adv_cost(a, q, q->plan) : -1;
+            rc = q->cost >= 0 ? 0 : -1;
             if (rc != 0)
                 adv_log(a, "skip (cannot explain with sampled values): %.80s", q->text);
         }
@@ -440,7 +456,6 @@ int adv_load_workload(adv_t *a)
         memset(q, 0, sizeof *q);
         q->text = strdup(PQgetvalue(r, i, 0));
         q->calls = atof(PQgetvalue(r, i, 1));
-        q->total_ms = atof(PQgetvalue(r, i, 2));
         if (q->text && s_prepare_query(a, q) == 0)
             a->nqueries++;
         else

@@ -44,28 +44,21 @@ static json_t *s_tables(const Quaver__V1__DbHealthReply *h)
     json_t *a = json_array();
     for (size_t i = 0; a && i < h->n_tables; i++) {
         const Quaver__V1__DbTableHealth *t = h->tables[i];
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:f,s:f,s:I,s:I,s:o,s:I}",
-                              "schema", t->schema, "name", t->name,
-                              "live_tuples", (json_int_t) t->live_tuples,
-                              "dead_tuples", (json_int_t) t->dead_tuples,
-                              "dead_ratio", t->dead_ratio, "modified_ratio", t->modified_ratio,
-                              "pages", (json_int_t) t->pages,
-                              "size_bytes", (json_int_t) t->size_bytes,
-                              "bloat_ratio", s_num(t->bloat_ratio),
-                              "bloat_bytes", (json_int_t) t->bloat_bytes);
-        json_t *o2 = json_pack("{s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:s}",
-                               "last_vacuum_age_s", s_num(t->last_vacuum_age_s),
-                               "last_autovacuum_age_s", s_num(t->last_autovacuum_age_s),
-                               "last_analyze_age_s", s_num(t->last_analyze_age_s),
-                               "last_autoanalyze_age_s", s_num(t->last_autoanalyze_age_s),
-                               "vacuum_count", (json_int_t) t->vacuum_count,
-                               "autovacuum_count", (json_int_t) t->autovacuum_count,
-                               "xid_age", (json_int_t) t->xid_age,
-                               "wraparound_level", t->wraparound_level);
-        if (o && o2)
-            json_object_update(o, o2);
-        json_decref(o2);
-        json_array_append_new(a, o);
+        json_array_append_new(a, json_pack(
+            "{s:s,s:s,s:I,s:I,s:f,s:f,s:I,s:I,s:o,s:I,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:s}",
+            "schema", t->schema, "name", t->name,
+            "live_tuples", (json_int_t) t->live_tuples,
+            "dead_tuples", (json_int_t) t->dead_tuples,
+            "dead_ratio", t->dead_ratio, "modified_ratio", t->modified_ratio,
+            "pages", (json_int_t) t->pages, "size_bytes", (json_int_t) t->size_bytes,
+            "bloat_ratio", s_num(t->bloat_ratio), "bloat_bytes", (json_int_t) t->bloat_bytes,
+            "last_vacuum_age_s", s_num(t->last_vacuum_age_s),
+            "last_autovacuum_age_s", s_num(t->last_autovacuum_age_s),
+            "last_analyze_age_s", s_num(t->last_analyze_age_s),
+            "last_autoanalyze_age_s", s_num(t->last_autoanalyze_age_s),
+            "vacuum_count", (json_int_t) t->vacuum_count,
+            "autovacuum_count", (json_int_t) t->autovacuum_count,
+            "xid_age", (json_int_t) t->xid_age, "wraparound_level", t->wraparound_level));
     }
     return a;
 }
@@ -109,9 +102,6 @@ static json_t *s_database(const Quaver__V1__DbHealthReply *h, bool texts)
     for (size_t i = 0; conns && i < h->n_connections; i++)
         json_object_set_new(conns, h->connections[i]->state,
                             json_integer((json_int_t) h->connections[i]->count));
-    json_t *warnings = json_array();
-    for (size_t i = 0; warnings && i < h->n_warnings; i++)
-        json_array_append_new(warnings, json_string(h->warnings[i]));
     json_t *d = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I,s:o,s:f}", "name", h->database,
                           "server_version", h->server_version,
                           "cache_hit_ratio", s_num(h->cache_hit_ratio),
@@ -121,6 +111,9 @@ static json_t *s_database(const Quaver__V1__DbHealthReply *h, bool texts)
                           "connections", conns, "long_query_s", h->long_query_s);
     if (!d)
         return NULL;
+    json_t *warnings = json_array();
+    for (size_t i = 0; warnings && i < h->n_warnings; i++)
+        json_array_append_new(warnings, json_string(h->warnings[i]));
     json_object_set_new(d, "long_running", s_sessions(h->long_running, h->n_long_running,
                                                       texts));
     json_object_set_new(d, "idle_in_transaction",
