@@ -425,3 +425,17 @@ def test_dropped_index_raises_plan_regression_within_a_window(quaver, mdp, pb, b
     finally:
         loop.stop()
         sock.close(0)
+
+
+def test_performance_monitoring_off_samples_no_plans(quaver, api, mdp, pb):
+    """ENABLE_PERFORMANCE_MONITORING=false (key performance_monitoring): calls and latencies
+    are still counted, but no plan is sampled (no EXPLAIN runs on the database)."""
+    u = register(api)
+    with harness.dbopt_with(quaver, mdp, pb, performance_monitoring="false",
+                            plan_sample_interval_s=1):
+        for _ in range(20):
+            assert query(mdp, pb, "user_get", u.id).status == 200
+        time.sleep(2.5)      # two sampling windows
+        st = stats(mdp, pb)
+        assert st["stmt.user_get.calls"] >= 20 and st["stmt.user_get.p50_ms"] > 0, st
+        assert st["stmt.user_get.plan_hash"] == 0, st

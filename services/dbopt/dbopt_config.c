@@ -24,6 +24,9 @@ const qv_cfg_key_t dbopt_cfg_keys[] = {
       3600, "DB_CONNECT_TIMEOUT", 0, "seconds to establish a connection (libpq connect_timeout)" },
     { "statement_timeout_ms", QV_CFG_INT, offsetof(dbopt_cfg_t, statement_timeout_ms), "5000",
       0, 3600000, NULL, 0, "PostgreSQL statement_timeout per connection; 0 = none (-> 504)" },
+    { "performance_monitoring", QV_CFG_BOOL, offsetof(dbopt_cfg_t, performance_monitoring),
+      "true", 0, 0, "ENABLE_PERFORMANCE_MONITORING", 0, "false: no plan sampling (EXPLAIN), "
+      "plan-regression alarms or db.slow_query events; counts and latencies are still kept" },
     { "slow_query_threshold", QV_CFG_INT, offsetof(dbopt_cfg_t, slow_query_threshold), "1000",
       0, 3600000, "SLOW_QUERY_THRESHOLD", 0,
       "ms; slower statements are logged and published as db.slow_query (0 = off)" },

@@ -13,6 +13,7 @@ typedef struct {
     int64_t db_connect_timeout;     /* seconds (libpq connect_timeout) */
     int64_t statement_timeout_ms;
     int64_t slow_query_threshold;   /* ms */
+    bool    performance_monitoring; /* ENABLE_PERFORMANCE_MONITORING (dbopt_observe.h quiet) */
     char   *migrations_dir;
     /* pool recycling and statistics, query observation (dbopt_pool.c, dbopt_observe.c) */
     int64_t db_conn_max_lifetime_s;  /* 0 = unlimited */

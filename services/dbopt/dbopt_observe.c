@@ -404,7 +404,7 @@ static void s_sample(dbopt_obs_t *self, struct dbopt_pool_t *pool, size_t idx)
 
 void dbopt_obs_tick(dbopt_obs_t *self, struct dbopt_pool_t *pool)
 {
-    if (!self)
+    if (!self || self->o.quiet)
         return;
     int64_t now = qv_mono_ms();
     if (now - self->window_start_ms < (int64_t) (self->o.sample_interval_s * 1000.0))

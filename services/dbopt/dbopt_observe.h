@@ -43,6 +43,9 @@ typedef struct {
     int64_t   regress_min_calls;    /* plan_regression_min_calls */
     double    regress_min_ms;       /* plan_regression_min_ms */
     qv_bus_t *bus;                  /* borrowed, may be NULL */
+    bool      quiet;                /* performance_monitoring off: counts and latencies only;
+                                     * no plan sampling (no EXPLAIN on the database), so no
+                                     * plan regressions, and no db.slow_query events */
 } dbopt_obs_opts_t;
 
 /* opts is copied; zero fields take the config table's defaults. Caller owns the result and

@@ -271,7 +271,9 @@ int dbopt_server_run(const dbopt_cfg_t *cfg)
         .max_lifetime_s = (int) cfg->db_conn_max_lifetime_s,
         .idle_timeout_s = (int) cfg->db_conn_idle_timeout_s,
         .stats_period_s = (int) cfg->db_stats_period_s,
-        .observe = { .slow_query_ms = (int) cfg->slow_query_threshold,
+        .observe = { .slow_query_ms = cfg->performance_monitoring
+                                      ? (int) cfg->slow_query_threshold : 0,
+                     .quiet = !cfg->performance_monitoring,
                      .sample_interval_s = cfg->plan_sample_interval_s,
                      .regress_factor = cfg->plan_regression_factor,
                      .regress_min_calls = cfg->plan_regression_min_calls,

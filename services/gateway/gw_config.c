@@ -44,6 +44,9 @@ const qv_cfg_key_t gw_cfg_keys[] = {
     { "slow_request_threshold", QV_CFG_INT, offsetof(gw_cfg_t, slow_request_threshold), "2000",
       1, 3600000, "SLOW_REQUEST_THRESHOLD", QV_CFG_RUNTIME,
       "requests slower than this many ms are logged as warnings" },
+    { "performance_monitoring", QV_CFG_BOOL, offsetof(gw_cfg_t, performance_monitoring), "true",
+      0, 0, "ENABLE_PERFORMANCE_MONITORING", 0, "false: no per-route latency histograms and no "
+      "slow-request warnings (request counts, X-Response-Time and the rest stay)" },
     { "rate_limiting_enabled", QV_CFG_BOOL, offsetof(gw_cfg_t, rate_limiting_enabled), "true",
       0, 0, "RATE_LIMITING_ENABLED", 0, "limit each caller (user, else address) to "
       "max_requests_per_hour (gw_ratelimit.h)" },

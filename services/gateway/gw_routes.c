@@ -245,13 +245,16 @@ int gw_routes_handle(struct mg_connection *conn, void *cbdata)
                                         "HTTP requests by route pattern and status", labels);
     if (c)
         qv_metric_add(c, 1);
-    snprintf(labels, sizeof labels, "route=%s", label);
-    qv_metric_t *h = qv_metrics_histogram(srv->metrics, "quaver_http_request_duration_seconds",
-                                          "HTTP request duration by route pattern", labels,
-                                          NULL, 0);
+    qv_metric_t *h = NULL;
+    if (srv->cfg->performance_monitoring) {
+        snprintf(labels, sizeof labels, "route=%s", label);
+        h = qv_metrics_histogram(srv->metrics, "quaver_http_request_duration_seconds",
+                                 "HTTP request duration by route pattern", labels, NULL, 0);
+    }
     if (h)
         qv_metric_observe(h, secs);
-    if (secs * 1000.0 > (double) srv->cfg->slow_request_threshold)
+    if (srv->cfg->performance_monitoring &&
+        secs * 1000.0 > (double) srv->cfg->slow_request_threshold)
         qv_log(QV_LOG_WARN, req.request_id, "slow request: %s %.200s -> %d in %.1f ms",
                method, path, req.status, secs * 1000.0);
     else

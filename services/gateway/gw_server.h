@@ -30,6 +30,7 @@ typedef struct {
     int64_t  ws_activity_timeout;
     int64_t  default_deadline_ms;
     int64_t  slow_request_threshold;
+    bool     performance_monitoring;
     bool     rate_limiting_enabled;
     int64_t  max_requests_per_hour;
     int64_t  rate_limit_max_callers;

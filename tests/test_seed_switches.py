@@ -1,10 +1,12 @@
-"""Rate limiting (services/gateway/gw_ratelimit.h): MAX_REQUESTS_PER_HOUR per caller, a sliding
-hour, 429 with Retry-After past it, RateLimit-* headers on every limited answer, probes never
-limited, and the limit off when RATE_LIMITING_ENABLED is false.
+"""The gateway's seed switches, set through the environment names the seeds use:
+- rate limiting (services/gateway/gw_ratelimit.h): MAX_REQUESTS_PER_HOUR per caller, a sliding
+  hour, 429 with Retry-After past it, RateLimit-* headers on every limited answer, probes never
+  limited, and the limit off when RATE_LIMITING_ENABLED is false;
+- ENABLE_PERFORMANCE_MONITORING=false: no per-route latency histograms.
 
-The session's gateway runs with a limit too high to matter (every test shares 127.0.0.1), so
-these tests start a gateway of their own with a small one, reached through the environment
-names the seeds use. Only /api/ping and the probes are called: they need no service."""
+The session's gateway runs with a rate limit too high to matter (every test shares 127.0.0.1),
+so these tests start a gateway of their own, publishing its metrics on the session's bus.
+Only /api/ping and the probes are called: they need no service."""
 import contextlib
 import os
 import subprocess
@@ -89,3 +91,18 @@ def test_bad_limit_refuses_to_start(quaver):
                            capture_output=True, text=True, timeout=20)
         assert r.returncode == 2, (bad, r.returncode, r.stdout[-500:])
         assert "max_requests_per_hour" in r.stderr, r.stderr
+
+
+def test_performance_monitoring_off_drops_the_latency_histograms(quaver):
+    with gateway(quaver, ENABLE_PERFORMANCE_MONITORING="false") as url:
+        instance = "t-ratelimit-" + url.rsplit(":", 1)[1]
+        for _ in range(3):
+            assert requests.get(url + "/api/ping", timeout=5).status_code == 200
+
+        def lines():
+            text = requests.get(quaver.url + "/api/metrics", timeout=5).text
+            return [line for line in text.splitlines() if instance in line]
+        mine = wait_for(lambda: [x for x in lines() if x.startswith("quaver_http_requests_total")
+                                 and 'route="/api/ping"' in x] and lines(), 15, interval=0.5,
+                        what="this gateway's request counts on the monitor")
+        assert not [x for x in mine if x.startswith("quaver_http_request_duration_seconds")], mine
