@@ -14,6 +14,7 @@
 #include "dbopt_candidates.h"
 #include "dbopt_conninfo.h"
 #include "qv_clock.h"
+#include "qv_log.h"
 
 void dbopt_advise_opts_default(dbopt_advise_opts_t *o)
 {
@@ -519,10 +520,17 @@ done:
 }
 
 /* ------------------------------------------------------------ reports */
+/* The rows of a report query as objects (names: the keys; '#' marks an integer column), or
+ * JSON null when the query failed: "could not tell" must not read as "none found". */
 static json_t *s_rows(adv_t *a, const char *sql, const char *const *names)
 {
+    char msg[256];
+    PGresult *r = adv_exec(a->conn, sql, 0, NULL, msg, sizeof msg);
+    if (!r) {
+        qv_warn("advisor: a report query failed: %s", msg);
+        return json_null();
+    }
     json_t *arr = json_array();
-    PGresult *r = adv_exec(a->conn, sql, 0, NULL, NULL, 0);
     for (int i = 0; r && i < PQntuples(r); i++) {
         json_t *o = json_object();
         for (int k = 0; names[k]; k++) {
@@ -601,25 +609,48 @@ json_t *adv_cand_json(adv_t *a, const adv_cand_t *c)
                      "saving", round(c->saving));
 }
 
-/* dbopt_<table>_<cols>_idx, lower-case ASCII, at most 63 bytes (NAMEDATALEN - 1) */
+/* dbopt_<table>_<col>[_desc]..[_part_<hash of the predicate>]_idx, lower-case ASCII, at most
+ * 63 bytes (NAMEDATALEN - 1). Unique per (table, keys, directions, predicate): a DESC key says
+ * so, a partial index carries a hash of its predicate, and a name that would pass 58
+ * characters keeps its first 49 and ends in a hash of the whole (two long names sharing a
+ * prefix would otherwise be cut to the same one, and the second build would fail with
+ * "already exists"). FNV-1a, because it needs no key and is stable across runs. */
+static uint64_t s_fnv(const char *a, const char *b)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = a; *p; p++)
+        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
+    for (const char *p = b; *p; p++)
+        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
+    return h;
+}
+
 void adv_index_name(const adv_t *a, const adv_cand_t *c, char *buf, size_t len)
 {
-    char raw[256];
+    char raw[512];
     snprintf(raw, sizeof raw, "dbopt_%s", a->tables[c->table].relname);
     for (int i = 0; i < c->nkeys; i++) {
         size_t l = strlen(raw);
-        snprintf(raw + l, sizeof raw - l, "_%s", c->keys[i].column);
+        snprintf(raw + l, sizeof raw - l, "_%s%s", c->keys[i].column,
+                 c->keys[i].desc ? "_desc" : "");
     }
     if (*c->where) {
         size_t l = strlen(raw);
-        snprintf(raw + l, sizeof raw - l, "_part");
+        snprintf(raw + l, sizeof raw - l, "_part_%06llx",
+                 (unsigned long long) (s_fnv(c->where, "") & 0xffffff));
     }
-    size_t o = 0;
-    for (size_t i = 0; raw[i] && o + 5 < len && o < 58; i++) {
+    char clean[512];
+    size_t n = 0;
+    for (size_t i = 0; raw[i] && n < sizeof clean - 1; i++) {
         unsigned char ch = (unsigned char) raw[i];
-        buf[o++] = (char) (isalnum(ch) ? tolower(ch) : '_');
+        clean[n++] = (char) (isalnum(ch) ? tolower(ch) : '_');
     }
-    snprintf(buf + o, len - o, "_idx");
+    clean[n] = '\0';
+    if (n > 58)
+        snprintf(buf, len, "%.49s_%08llx_idx", clean,
+                 (unsigned long long) (s_fnv(raw, c->where) & 0xffffffffULL));
+    else
+        snprintf(buf, len, "%s_idx", clean);
 }
 
 int adv_open(adv_t *a, const char *conninfo, const dbopt_advise_opts_t *opts,
@@ -832,7 +863,7 @@ int dbopt_advise_selftest(void)
     char sql[256], name[64];
     adv_index_name(&a, &a.cands[0], name, sizeof name);
     adv_cand_sql(&a, &a.cands[0], sql, sizeof sql, name);
-    int rc = strcmp(sql, "CREATE INDEX CONCURRENTLY dbopt_orders_created_status_idx ON "
+    int rc = strcmp(sql, "CREATE INDEX CONCURRENTLY dbopt_orders_created_desc_status_idx ON "
                          "public.orders (\"Created\" DESC, status)") == 0 ? 0 : -1;
     if (rc)
         fprintf(stderr, "advise: sql %s\n", sql);
@@ -844,6 +875,31 @@ int dbopt_advise_selftest(void)
     dbopt_key_t other[1] = { { .column = "created" } };
     if (adv_add_cand(&a, 0, other, 1, "") != -1)  /* not a column ("Created" is) */
         rc = -1, fprintf(stderr, "advise: candidate on an unknown column\n");
+    /* Names: one per (keys, directions, predicate), never past 63 bytes. */
+    adv_cand_t v[5];
+    memset(v, 0, sizeof v);
+    for (int j = 0; j < 5; j++) {
+        v[j].nkeys = 1;
+        snprintf(v[j].keys[0].column, sizeof v[j].keys[0].column, "status");
+    }
+    v[1].keys[0].desc = true;
+    snprintf(v[2].where, sizeof v[2].where, "status = 'a'");
+    snprintf(v[3].where, sizeof v[3].where, "status = 'b'");
+    snprintf(v[4].keys[0].column, sizeof v[4].keys[0].column, "%s", "a_column_name_long_enough_"
+             "to_pass_the_limit_on_its_own_x");
+    char names[6][64];
+    for (int j = 0; j < 5; j++)
+        adv_index_name(&a, &v[j], names[j], sizeof names[j]);
+    snprintf(v[4].keys[0].column, sizeof v[4].keys[0].column, "%s", "a_column_name_long_enough_"
+             "to_pass_the_limit_on_its_own_y");
+    adv_index_name(&a, &v[4], names[5], sizeof names[5]);
+    for (int j = 0; j < 6; j++) {
+        if (strlen(names[j]) > 63 || strncmp(names[j], "dbopt_orders_", 13) != 0)
+            rc = -1, fprintf(stderr, "advise: index name %s\n", names[j]);
+        for (int m = 0; m < j; m++)
+            if (strcmp(names[j], names[m]) == 0)
+                rc = -1, fprintf(stderr, "advise: two candidates named %s\n", names[j]);
+    }
     free(a.cands);
     return rc;
 }

@@ -88,6 +88,8 @@ static void s_print_table(json_t *out)
     const char *sections[] = { "unused_indexes", "duplicate_indexes", "invalid_indexes" };
     for (int s = 0; s < 3; s++) {
         json_t *arr = json_object_get(out, sections[s]), *x;
+        if (json_is_null(arr))
+            printf("\n%s: could not be read (the log says why)\n", sections[s]);
         if (!json_array_size(arr))
             continue;
         printf("\n%s:\n", sections[s]);
