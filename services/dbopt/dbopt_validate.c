@@ -9,28 +9,15 @@
 #include <string.h>
 #include <sys/select.h>
 #include "dbopt_advise_int.h"
+/* dbopt_history_ddl: migrations/003_index_history.sql as a string (generated from it by
+ * CMakeLists.txt). On databases that are not ours the table is created only by an apply run
+ * (the operator asked us to change that database). */
+#include "dbopt_history_ddl.h"
 #include "qv_clock.h"
 
 /* 'dbopt' 'apply' as two int4 keys: fixed, so every advisor process agrees */
 #define S_LOCK_SQL "SELECT pg_advisory_lock(1684172655, 1634757753)"
 #define S_UNLOCK_SQL "SELECT pg_advisory_unlock(1684172655, 1634757753)"
-
-/* Same as migrations/003_index_history.sql, for databases that are not ours: created there
- * only by an apply run (the operator asked us to change that database). */
-static const char s_history_ddl[] =
-    "CREATE TABLE IF NOT EXISTS dbopt_index_history ("
-    " id bigserial PRIMARY KEY,"
-    " at timestamptz NOT NULL DEFAULT now(),"
-    " table_name text NOT NULL,"
-    " index_name text NOT NULL,"
-    " index_sql text NOT NULL,"
-    " queries jsonb NOT NULL DEFAULT '[]',"
-    " cost_before double precision,"
-    " cost_after double precision,"
-    " ms_before double precision,"
-    " ms_after double precision,"
-    " kept boolean NOT NULL,"
-    " reason text NOT NULL)";
 
 static double s_now_ms(void)
 {
@@ -203,7 +190,7 @@ static void s_record(adv_t *a, const adv_cand_t *c, json_t *rec)
         json_is_true(json_object_get(rec, "kept")) ? "t" : "f",
         json_string_value(json_object_get(rec, "reason")),
     };
-    PGresult *r = adv_exec(a->conn, s_history_ddl, 0, NULL, msg, sizeof msg);
+    PGresult *r = adv_exec(a->conn, dbopt_history_ddl, 0, NULL, msg, sizeof msg);
     if (r) {
         PQclear(r);
         r = adv_exec(a->conn,

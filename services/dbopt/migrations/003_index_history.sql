@@ -1,7 +1,7 @@
 -- dbopt_index_history: every index the advisor created in apply mode (or refused to create),
 -- with what it was for, its cost estimate, the measured medians and why it was kept or dropped.
--- The same DDL is in dbopt_validate.c for databases that are not ours (created there by an
--- apply run only). Keep the two in step.
+-- The advisor's CLI runs this same file (compiled in, see CMakeLists.txt) on databases that are
+-- not ours, in apply mode only: it must stay one idempotent statement.
 CREATE TABLE IF NOT EXISTS dbopt_index_history (
     id          bigserial PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
