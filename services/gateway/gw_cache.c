@@ -5,8 +5,6 @@
  * - A hit is served byte for byte as stored; the ETag is computed from those bytes on both
  *   paths, so HIT and MISS of the same content carry the same ETag.
  * - Only a 200 JSON answer is stored; errors (404, 503 ...) are sent at once and never cached.
- * - If the cache did not answer the Get (down, 503, deadline), the Set is not attempted either:
- *   one short deadline per request is the most a dead cache costs a read.
  *
  * Stale write-back (the classic look-aside race): GET reads the database (old), a vote
  * commits and deletes the key, then the GET stores what it read, and the old value is served

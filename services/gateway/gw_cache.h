@@ -1,15 +1,20 @@
-/* gw_cache: the gateway's response cache, kept in the `cache` service.
+/* gw_cache: the gateway's response cache, served by the cache engine embedded in this process
+ * (cache_embed.h: the cache daemon's local tier, codec and namespaces in front of the shared
+ * Redis, coherent with it by Redis client tracking). In-process because a local hit through an
+ * RPC to quaver-cache costs more than a Redis round trip, and one here costs well under a
+ * microsecond (docs/BENCHMARKS.md, bench/cache).
  *
  * A GET route whose table row names a namespace (gw_routes.c) is answered through
- * gw_cache_run: after the route's auth check, cache Get(namespace, key); a hit is sent as
- * stored with `X-Cache: HIT`; a miss runs the handler, and its 200 JSON answer is stored with
- * Set (ttl_ms 0: the namespace's default TTL) and sent with `X-Cache: MISS`. Both carry
+ * gw_cache_run: after the route's auth check, Get(namespace, key); a hit is sent as stored
+ * with `X-Cache: HIT`; a miss runs the handler, and its 200 JSON answer is stored with Set
+ * (the namespace's default TTL) and sent with `X-Cache: MISS`. Both carry
  * `ETag: "<first 16 hex digits of the SHA-256 of the body>"` and `Cache-Control: private,
  * no-cache`, and an If-None-Match naming the ETag (or `*`) gets 304 without a body.
  *
  * Guarantees:
- * - The cache never fails a request: a Get, Set or Delete that fails or passes
- *   cache_deadline_ms (200 ms by default) is logged and the request goes on without it.
+ * - The cache never fails a request: the cache daemon is not on this path at all, and with
+ *   Redis down the local tier serves alone (each Redis command waits at most
+ *   redis_timeout_ms, and none is sent again until a reconnect succeeds).
  * - Keys: "<kind>:<id>" with the id of the path, one key per cached resource:
  *     room_state   room:<room_id>          GET /api/v1/rooms/{id}
  *     room_state   participants:<room_id>  GET /api/v1/rooms/{id}/participants
@@ -18,8 +23,8 @@
  *   is a prefix of "room:12"). Query strings are not part of the key: these routes take none.
  * - Invalidation (gw_cache_room_changed), after the change committed and before the
  *   response is sent: join/leave -> room + participants; upload -> queue; vote/unvote ->
- *   queue of the track's room; playback -> room + queue. A failed Delete is logged: the
- *   namespace TTL bounds how long the old value can be served.
+ *   queue of the track's room; playback -> room + queue. A Delete removes the key from both
+ *   tiers; Redis's UNLINK reaches the other replicas' local tiers as an invalidation.
  * - No stale write-back within this process: a GET that read the database before a change and
  *   would store its now-old answer after that change's Delete does not store it (or deletes
  *   it again); see gw_cache.c. Across gateway replicas that window is bounded by the TTL. */

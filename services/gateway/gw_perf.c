@@ -1,4 +1,5 @@
-/* gw_perf: the performance endpoints over the cache service.
+/* gw_perf: the cache's performance endpoints (the cache daemon's Stats and Clear, and this
+ * gateway's own tier), and the administrator check every admin endpoint uses.
  *   GET  /api/v1/performance/cache         any logged-in user: the cache daemon's Stats as
  *        {"global":{name:value..},"namespaces":{ns:{stat:value..}},
  *         "gateway":{"global":..,"namespaces":..}}, the last being this gateway's own tier
