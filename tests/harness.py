@@ -821,8 +821,12 @@ def dbopt_with(quaver, mdp, pb, **overrides):
         wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt with overrides")
         yield d
     finally:
-        d.stop()
-        problems += d.check()
+        # Whatever runs now: a nested dbopt_with (a test inside a module-scoped one) has put
+        # its own "back" in place of d, and that one must stop too, or two dbopts would run.
+        cur = quaver.daemons["dbopt"]
+        for x in {id(d): d, id(cur): cur}.values():
+            x.stop()
+            problems += x.check()
         back = Daemon("dbopt", quaver.bin_dir, old.config, quaver.log_dir,
                       env=quaver.daemon_env())
         quaver.daemons["dbopt"] = back
