@@ -125,6 +125,12 @@ def test_advise_precision_and_recall(fixture_db, advice):
             assert rec["where"] is None, rec
     for name in ("unused_indexes", "duplicate_indexes", "invalid_indexes"):
         assert isinstance(out[name], list)
+    # the pg_stat_statements picture of the database: the workload's statements, heaviest first
+    top = out["top_statements"]
+    assert 0 < len(top) <= 20, top
+    assert {"query", "calls", "total_ms", "mean_ms", "rows", "shared_hit_ratio"} <= set(top[0])
+    assert [x["total_ms"] for x in top] == sorted((x["total_ms"] for x in top), reverse=True)
+    assert any("line_items" in x["query"] and x["calls"] >= 6 for x in top), top
 
 
 def test_advise_changes_nothing(fixture_db, advice):
@@ -394,6 +400,8 @@ def test_http_optimize_and_recommendations(quaver, api, probe):
     doc = r.json()
     assert isinstance(doc["recommendations"], list) and doc["query_texts"] == "administrators only"
     assert all("queries" not in x and "query_count" in x for x in doc["recommendations"])
+    assert doc["top_statements"] and all("query" not in x and "calls" in x
+                                         for x in doc["top_statements"]), doc["top_statements"]
     # optimize: administrators only, and nothing read or run before that check
     r = user.post("/api/v1/performance/database/optimize", json={"apply": True}, timeout=60)
     assert r.status_code == 403, r.text
@@ -422,6 +430,7 @@ def test_http_optimize_and_recommendations(quaver, api, probe):
     r = user.get("/api/v1/performance/recommendations", timeout=60)
     assert r.status_code == 200 and r.json()["cached"] is True
     assert r.json()["query_texts"] == "shown"
+    assert all("query" in x for x in r.json()["top_statements"])
     # leave the rooms database as it was for the tests after this one
     for x in doc["recommendations"]:
         if x["kept"]:

@@ -520,7 +520,8 @@ done:
 }
 
 /* ------------------------------------------------------------ reports */
-/* The rows of a report query as objects (names: the keys; '#' marks an integer column), or
+/* The rows of a report query as objects (names: the keys; '#' marks an integer column, '~' a
+ * real one), or
  * JSON null when the query failed: "could not tell" must not read as "none found". */
 static json_t *s_rows(adv_t *a, const char *sql, const char *const *names)
 {
@@ -535,11 +536,12 @@ static json_t *s_rows(adv_t *a, const char *sql, const char *const *names)
         json_t *o = json_object();
         for (int k = 0; names[k]; k++) {
             const char *n = names[k];
-            bool num = n[0] == '#';
+            bool num = n[0] == '#', real = n[0] == '~';
             json_t *v = PQgetisnull(r, i, k) ? json_null()
                       : num ? json_integer(atoll(PQgetvalue(r, i, k)))
+                      : real ? json_real(atof(PQgetvalue(r, i, k)))
                       : json_string(PQgetvalue(r, i, k));
-            json_object_set_new(o, num ? n + 1 : n, v);
+            json_object_set_new(o, num || real ? n + 1 : n, v);
         }
         json_array_append_new(arr, o);
     }
@@ -579,6 +581,17 @@ static void s_reports(adv_t *a, json_t *out)
         "   AND (a.indkey::text <> b.indkey::text OR a.indexrelid > b.indexrelid"
         "        OR b.indisunique)"
         " ORDER BY 1, 2", dup));
+    /* The pg_stat_statements picture of this database, which is all there is to know about the
+     * queries of a database that is not ours: the top 20 by total time. */
+    static const char *const top[] = { "query", "#calls", "~total_ms", "~mean_ms", "#rows",
+                                       "~shared_hit_ratio", NULL };
+    json_object_set_new(out, "top_statements", s_rows(a,
+        "SELECT left(query, 200), calls, round(total_exec_time::numeric, 3),"
+        "       round(mean_exec_time::numeric, 3), rows,"
+        "       round(shared_blks_hit::numeric / nullif(shared_blks_hit + shared_blks_read, 0), 4)"
+        "  FROM pg_stat_statements"
+        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " ORDER BY total_exec_time DESC LIMIT 20", top));
     static const char *const inv[] = { "table", "index", NULL };
     json_object_set_new(out, "invalid_indexes", s_rows(a,
         "SELECT indrelid::regclass::text, indexrelid::regclass::text FROM pg_index"

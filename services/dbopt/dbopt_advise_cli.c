@@ -85,6 +85,16 @@ static void s_print_table(json_t *out)
         json_array_foreach(json_object_get(r, "queries"), k, q)
             printf("   - %.110s\n", json_string_value(q));
     }
+    json_t *top = json_object_get(out, "top_statements"), *t;
+    if (json_array_size(top))
+        printf("\ntop statements by total time (pg_stat_statements):\n");
+    json_array_foreach(top, i, t)
+        printf("   %10.1f ms total %10lld calls %9.3f ms mean  hit %5.3f  %.70s\n",
+               json_number_value(json_object_get(t, "total_ms")),
+               (long long) json_integer_value(json_object_get(t, "calls")),
+               json_number_value(json_object_get(t, "mean_ms")),
+               json_number_value(json_object_get(t, "shared_hit_ratio")),
+               json_string_value(json_object_get(t, "query")));
     const char *sections[] = { "unused_indexes", "duplicate_indexes", "invalid_indexes" };
     for (int s = 0; s < 3; s++) {
         json_t *arr = json_object_get(out, sections[s]), *x;

@@ -10,7 +10,8 @@
  * Guarantees: the administrator right is read from users.is_admin at each request (as
  * gw_perf.c does), before the body is read or anything runs. Statement texts (each
  * recommendation's "queries") are shown to administrators only, as gw_dbhealth.c does for
- * pg_stat_statements: everyone else gets "query_count" and "query_texts":"administrators only".
+ * pg_stat_statements: everyone else gets "query_count" and "query_texts":"administrators only",
+ * and the "top_statements" without their "query".
  * The deadlines are the route table's (gw_routes.c): an apply run builds indexes
  * CONCURRENTLY and times queries before and after, minutes on a big table; dbopt bounds every
  * statement by the time left, so a run never outlives its request. */
@@ -52,6 +53,8 @@ static int s_advise(gw_req_t *req, bool apply, bool latest, bool texts)
                 json_object_del(rec, "queries");
                 json_object_set_new(rec, "query_count", json_integer((json_int_t) n));
             }
+            json_array_foreach(json_object_get(doc, "top_statements"), i, rec)
+                json_object_del(rec, "query");
         }
     }
     quaver__v1__advise_reply__free_unpacked(r, NULL);
