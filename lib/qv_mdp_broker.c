@@ -26,6 +26,7 @@
  * zmsg and handled by the general code, so the two paths cannot disagree on behaviour.
  */
 #include "qv_mdp.h"
+#include "qv_hash.h"
 #include "qv_clock.h"
 #include "qv_log.h"
 #include "quaver/v1/envelope.pb-c.h"
@@ -915,8 +916,9 @@ qv_broker_t *qv_broker_new(const char *endpoints, int hb_ms, int liveness,
     self->default_deadline_ms = default_deadline_ms;
     self->port = -1;
     self->next_expiry = S_NEVER;
-    self->services = zhashx_new();
-    self->workers = zhashx_new();
+    /* keys come from the network: keyed hash (qv_hash.h says why) */
+    self->services = qv_hashx_new();
+    self->workers = qv_hashx_new();
     self->router = zsock_new(ZMQ_ROUTER);
     if (!self->services || !self->workers || !self->router)
         goto fail;

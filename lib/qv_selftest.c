@@ -4,6 +4,7 @@
 #include "qv_selftest.h"
 #include "qv_bus.h"
 #include "qv_config.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 #include "qv_mdp.h"
 #include "qv_metrics.h"
@@ -18,6 +19,7 @@ static const qv_selftest_t s_tests[] = {
     { "bus",     qv_bus_selftest },
     { "metrics", qv_metrics_selftest },
     { "log",     qv_log_selftest },
+    { "hash",    qv_hash_selftest },
     { NULL, NULL }
 };
 

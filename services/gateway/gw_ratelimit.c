@@ -1,6 +1,7 @@
 /* gw_ratelimit: see gw_ratelimit.h. The table is CZMQ's zhashx (string keys, values owned by
  * the table); the sweep is amortised over requests, so no timer thread is needed. */
 #include "gw_ratelimit.h"
+#include "qv_hash.h"
 #include <czmq.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ gw_ratelimit_t *gw_ratelimit_new(int64_t limit, int64_t window_s, size_t max_cal
     self->limit = limit;
     self->window_ms = window_s * 1000;
     self->max_callers = max_callers;
-    self->recs = zhashx_new();
+    self->recs = qv_hashx_new();   /* addresses come from outside: keyed hash (qv_hash.h) */
     if (!self->recs) {
         free(self);
         return NULL;

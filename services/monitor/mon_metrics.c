@@ -3,6 +3,7 @@
  * us detach the snapshot from its BusMessage and drop single families and samples in place. */
 #include "mon_metrics.h"
 #include "qv_metrics.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 #include <czmq.h>
 #include <pthread.h>
@@ -278,7 +279,7 @@ static int s_add_filtered(Quaver__V1__MetricsSnapshot *copy, Quaver__V1__Metrics
 
 char *mon_metrics_render(mon_metrics_t *self, Quaver__V1__MetricsSnapshot *own)
 {
-    zhashx_t *types = zhashx_new();              /* keys copied, values borrowed */
+    zhashx_t *types = qv_hashx_new();   /* keys copied, values borrowed; names from the bus */
     if (!types)
         return NULL;
     char *page = NULL;
