@@ -225,3 +225,31 @@ int bench_free_port(void)
         close(fd);
     return port;
 }
+
+int bench_parse_opts(int argc, char **argv, const bench_opt_t *opts)
+{
+    for (int i = 1; i < argc; i += 2) {
+        const bench_opt_t *o = opts;
+        while (o->flag && strcmp(o->flag, argv[i]) != 0)
+            o++;
+        if (!o->flag || i + 1 >= argc)
+            return -1;
+        const char *v = argv[i + 1];
+        if (o->kind == BENCH_OPT_INT) {
+            *(int *) o->dst = atoi(v);
+        } else if (o->kind == BENCH_OPT_STR) {
+            *(const char **) o->dst = v;
+        } else {
+            int n = 0;
+            for (const char *p = v; *p && n < o->max;) {
+                ((int *) o->dst)[n++] = atoi(p);
+                p = strchr(p, ',');
+                if (!p)
+                    break;
+                p++;
+            }
+            *o->count = n;
+        }
+    }
+    return 0;
+}

@@ -55,6 +55,25 @@ double bench_cpu_us(pid_t pid, pid_t *ppid);
 /* A loopback TCP port nobody listens on right now (the kernel's pick for port 0), or -1. */
 int bench_free_port(void);
 
+/* ---- command-line options ---- */
+
+/* One "--flag value" option: INT (atoi into an int), STR (the argument itself, borrowed from
+ * argv, into a const char *), INTS (a comma-separated list of atoi values into an int array of
+ * `max`, their number into *count). */
+typedef enum { BENCH_OPT_INT, BENCH_OPT_STR, BENCH_OPT_INTS } bench_opt_kind_t;
+typedef struct {
+    const char      *flag;
+    bench_opt_kind_t kind;
+    void            *dst;
+    int             *count;   /* INTS only */
+    int              max;     /* INTS only */
+} bench_opt_t;
+
+/* Parses argv[1..] as "--flag value" pairs of the table (ends with a NULL flag). 0, or -1 on an
+ * unknown flag or a flag without a value (the caller prints its usage). Bounds are the
+ * caller's to check afterwards. */
+int bench_parse_opts(int argc, char **argv, const bench_opt_t *opts);
+
 /* ---- child processes ---- */
 
 /* fork + execv(path, argv), the child registered for bench_reap and bench_kill_children.

@@ -622,39 +622,32 @@ static void s_usage(void)
 
 static void s_parse(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        if (i + 1 >= argc)
-            s_usage();
-        const char *k = argv[i], *v = argv[i + 1];
-        if (strcmp(k, "--runs") == 0)
-            s_opts.runs = atoi(v);
-        else if (strcmp(k, "--calls") == 0)
-            s_opts.calls = atoi(v);
-        else if (strcmp(k, "--clients") == 0)
-            s_opts.clients = atoi(v);
-        else if (strcmp(k, "--seconds") == 0)
-            s_opts.seconds = atoi(v);
-        else if (strcmp(k, "--requests") == 0)
-            s_opts.requests = atoi(v);
-        else if (strcmp(k, "--workers") == 0)
-            s_opts.workers = atoi(v);
-        else if (strcmp(k, "--ns") == 0)
-            s_opts.ns = v;
-        else if (strcmp(k, "--daemon") == 0)
-            s_opts.daemon = v;
-        else if (strcmp(k, "--sizes") == 0) {
-            s_opts.nsizes = 0;
-            char *list = strdup(v), *save = NULL;
-            for (char *t = strtok_r(list, ",", &save); t && s_opts.nsizes < S_MAX_SIZES;
-                 t = strtok_r(NULL, ",", &save))
-            {
-                s_opts.json[s_opts.nsizes] = t[strlen(t) - 1] == 'j';
-                s_opts.sizes[s_opts.nsizes++] = atoi(t);
-            }
-            free(list);
+    const char *sizes = NULL;
+    const bench_opt_t opts[] = {
+        { "--runs", BENCH_OPT_INT, &s_opts.runs, NULL, 0 },
+        { "--calls", BENCH_OPT_INT, &s_opts.calls, NULL, 0 },
+        { "--clients", BENCH_OPT_INT, &s_opts.clients, NULL, 0 },
+        { "--seconds", BENCH_OPT_INT, &s_opts.seconds, NULL, 0 },
+        { "--requests", BENCH_OPT_INT, &s_opts.requests, NULL, 0 },
+        { "--workers", BENCH_OPT_INT, &s_opts.workers, NULL, 0 },
+        { "--ns", BENCH_OPT_STR, &s_opts.ns, NULL, 0 },
+        { "--daemon", BENCH_OPT_STR, &s_opts.daemon, NULL, 0 },
+        { "--sizes", BENCH_OPT_STR, &sizes, NULL, 0 },
+        { NULL, 0, NULL, NULL, 0 },
+    };
+    if (bench_parse_opts(argc, argv, opts) != 0)
+        s_usage();
+    if (sizes) {            /* "100,4096j": a trailing j asks for a JSON-like value */
+        s_opts.nsizes = 0;
+        for (const char *p = sizes; *p && s_opts.nsizes < S_MAX_SIZES;) {
+            const char *end = strchr(p, ',');
+            size_t n = end ? (size_t) (end - p) : strlen(p);
+            s_opts.json[s_opts.nsizes] = n > 0 && p[n - 1] == 'j';
+            s_opts.sizes[s_opts.nsizes++] = atoi(p);
+            if (!end)
+                break;
+            p = end + 1;
         }
-        else
-            s_usage();
     }
     if (s_opts.runs < 1 || s_opts.runs > S_MAX_RUNS || s_opts.calls < 100 || s_opts.nsizes < 1
         || s_opts.clients < 1 || s_opts.clients > S_MAX_CLIENTS || s_opts.seconds < 1

@@ -755,32 +755,18 @@ static void s_usage(void)
 
 static void s_parse(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        if (i + 1 >= argc)
-            s_usage();
-        const char *k = argv[i], *v = argv[i + 1];
-        if (strcmp(k, "--runs") == 0)
-            s_opts.runs = atoi(v);
-        else if (strcmp(k, "--seconds") == 0)
-            s_opts.seconds = atoi(v);
-        else if (strcmp(k, "--pool") == 0)
-            s_opts.pool = atoi(v);
-        else if (strcmp(k, "--workers") == 0)
-            s_opts.workers = atoi(v);
-        else if (strcmp(k, "--database") == 0)
-            s_opts.database = v;
-        else if (strcmp(k, "--daemon") == 0)
-            s_opts.daemon = v;
-        else if (strcmp(k, "--callers") == 0) {
-            s_opts.ncounts = 0;
-            char buf[128];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *save = NULL, *t = strtok_r(buf, ",", &save);
-                 t && s_opts.ncounts < S_MAX_COUNTS; t = strtok_r(NULL, ",", &save))
-                s_opts.callers[s_opts.ncounts++] = atoi(t);
-        } else
-            s_usage();
-    }
+    const bench_opt_t opts[] = {
+        { "--runs", BENCH_OPT_INT, &s_opts.runs, NULL, 0 },
+        { "--seconds", BENCH_OPT_INT, &s_opts.seconds, NULL, 0 },
+        { "--pool", BENCH_OPT_INT, &s_opts.pool, NULL, 0 },
+        { "--workers", BENCH_OPT_INT, &s_opts.workers, NULL, 0 },
+        { "--database", BENCH_OPT_STR, &s_opts.database, NULL, 0 },
+        { "--daemon", BENCH_OPT_STR, &s_opts.daemon, NULL, 0 },
+        { "--callers", BENCH_OPT_INTS, s_opts.callers, &s_opts.ncounts, S_MAX_COUNTS },
+        { NULL, 0, NULL, NULL, 0 },
+    };
+    if (bench_parse_opts(argc, argv, opts) != 0)
+        s_usage();
     if (s_opts.runs < 1 || s_opts.runs > BENCH_MAX_RUNS || s_opts.seconds < 1
         || s_opts.pool < 1 || s_opts.ncounts < 1)
         s_usage();

@@ -247,26 +247,15 @@ static void s_usage(void)
 
 static void s_parse(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i += 2) {
-        if (i + 1 >= argc)
-            s_usage();
-        if (strcmp(argv[i], "--runs") == 0)
-            s_opts.runs = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--calls") == 0)
-            s_opts.calls = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--size") == 0)
-            s_opts.size = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--threads") == 0) {
-            s_opts.nthreads = 0;
-            char *list = strdup(argv[i + 1]), *save = NULL;
-            for (char *t = strtok_r(list, ",", &save); t && s_opts.nthreads < 8;
-                 t = strtok_r(NULL, ",", &save))
-                s_opts.threads[s_opts.nthreads++] = atoi(t);
-            free(list);
-        }
-        else
-            s_usage();
-    }
+    const bench_opt_t opts[] = {
+        { "--runs", BENCH_OPT_INT, &s_opts.runs, NULL, 0 },
+        { "--calls", BENCH_OPT_INT, &s_opts.calls, NULL, 0 },
+        { "--size", BENCH_OPT_INT, &s_opts.size, NULL, 0 },
+        { "--threads", BENCH_OPT_INTS, s_opts.threads, &s_opts.nthreads, 8 },
+        { NULL, 0, NULL, NULL, 0 },
+    };
+    if (bench_parse_opts(argc, argv, opts) != 0)
+        s_usage();
     if (s_opts.runs < 1 || s_opts.runs > S_MAX_RUNS || s_opts.calls < 100 || s_opts.size < 0
         || s_opts.size > 1 << 24 || s_opts.nthreads < 1)
         s_usage();
