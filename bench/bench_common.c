@@ -253,3 +253,19 @@ int bench_parse_opts(int argc, char **argv, const bench_opt_t *opts)
     }
     return 0;
 }
+
+pid_t bench_spawn_daemon(const char *path, const char *const *sets, const char *log)
+{
+    char *argv[2 * 16 + 2];
+    int n = 0;
+    const char *base = strrchr(path, '/');
+    argv[n++] = (char *) (base ? base + 1 : path);
+    for (int i = 0; sets && sets[i]; i++) {
+        if (i == 16)
+            return -1;
+        argv[n++] = (char *) "--set";
+        argv[n++] = (char *) sets[i];
+    }
+    argv[n] = NULL;
+    return bench_spawn(path, argv, log, NULL);
+}

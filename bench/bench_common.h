@@ -81,6 +81,9 @@ int bench_parse_opts(int argc, char **argv, const bench_opt_t *opts);
  * into a pipe whose read end is returned in *out_fd when out_fd is set. Only
  * async-signal-safe calls between fork and exec. Returns the pid, or -1. */
 pid_t bench_spawn(const char *path, char *const argv[], const char *log, int *out_fd);
+/* A Quaver daemon: path with "--set <entry>" for each of sets (NULL-terminated, at most 16
+ * "key=value" entries), output appended to log; as bench_spawn. Returns the pid, or -1. */
+pid_t bench_spawn_daemon(const char *path, const char *const *sets, const char *log);
 /* Removes a child the caller has waited for from the registry. */
 void bench_forget(pid_t pid);
 /* SIGTERM to every child, waits up to grace_ms for each, then SIGKILL; empties the registry. */

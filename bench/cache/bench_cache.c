@@ -734,20 +734,13 @@ static pid_t s_start_daemon(const char *path)
     snprintf(redis, sizeof redis, "redis_url=redis://127.0.0.1:%d", s_redis_port);
     snprintf(workers, sizeof workers, "workers=%d", s_opts.workers);
     snprintf(log, sizeof log, "%s/cache.log", s_tmpdir);
-    char *argv[24];
-    int n = 0;
-    argv[n++] = (char *) "quaver-cache";
-    argv[n++] = (char *) "--set"; argv[n++] = broker;
-    argv[n++] = (char *) "--set"; argv[n++] = redis;
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "bus_pub=";
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "instance=bench";
-    /* the local copies must outlive the bench: no expiry in the middle of a run */
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "local_max_ttl_ms=86400000";
-    if (s_opts.workers > 0) {
-        argv[n++] = (char *) "--set"; argv[n++] = workers;
-    }
-    argv[n] = NULL;
-    pid_t pid = bench_spawn(path, argv, log, NULL);
+    const char *sets[] = {
+        broker, redis, "bus_pub=", "instance=bench",
+        /* the local copies must outlive the bench: no expiry in the middle of a run */
+        "local_max_ttl_ms=86400000",
+        s_opts.workers > 0 ? workers : NULL, NULL
+    };
+    pid_t pid = bench_spawn_daemon(path, sets, log);
     if (pid < 0)
         s_die("cannot start %s", path);
     return pid;

@@ -326,22 +326,13 @@ static pid_t s_start_dbopt(const char *path)
     snprintf(pool, sizeof pool, "db_pool_max=%d", s_opts.pool);
     snprintf(workers, sizeof workers, "workers=%d", s_opts.workers);
     snprintf(log, sizeof log, "%s/dbopt.log", s_tmpdir);
-    char *argv[24];
-    int n = 0;
-    argv[n++] = (char *) "quaver-dbopt";
-    argv[n++] = (char *) "--set"; argv[n++] = broker;
-    argv[n++] = (char *) "--set"; argv[n++] = db;
-    argv[n++] = (char *) "--set"; argv[n++] = pool;
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "bus_pub=";
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "instance=bench";
-    /* no maintenance pass in the middle of a measurement */
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "maintenance_interval_s=0";
-    argv[n++] = (char *) "--set"; argv[n++] = (char *) "log_level=warn";
-    if (s_opts.workers > 0) {
-        argv[n++] = (char *) "--set"; argv[n++] = workers;
-    }
-    argv[n] = NULL;
-    pid_t pid = bench_spawn(path, argv, log, NULL);
+    const char *sets[] = {
+        broker, db, pool, "bus_pub=", "instance=bench",
+        "maintenance_interval_s=0",   /* no maintenance pass in the middle of a measurement */
+        "log_level=warn",
+        s_opts.workers > 0 ? workers : NULL, NULL
+    };
+    pid_t pid = bench_spawn_daemon(path, sets, log);
     if (pid < 0)
         s_die("cannot start %s", path);
     return pid;
