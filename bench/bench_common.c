@@ -3,6 +3,11 @@
 #include "qv_clock.h"
 
 #include <arpa/inet.h>
+#include <czmq.h>
+#include <dirent.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -268,4 +274,121 @@ pid_t bench_spawn_daemon(const char *path, const char *const *sets, const char *
     }
     argv[n] = NULL;
     return bench_spawn(path, argv, log, NULL);
+}
+
+/* ---- the run ---- */
+
+static const char *s_name = "bench";
+static int s_grace_ms = 2000;
+static void (*s_stop)(void);
+static char s_scratch[PATH_MAX];
+static int s_keep;
+
+static void s_rmtree(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/rm", "rm", "-rf", dir, (char *) NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+static void s_at_exit(void)
+{
+    bench_reap(s_grace_ms);
+    if (s_stop)
+        s_stop();
+    if (!s_scratch[0])
+        return;
+    if (s_keep)
+        fprintf(stderr, "%s: logs kept in %s\n", s_name, s_scratch);
+    else
+        s_rmtree(s_scratch);
+}
+
+static void s_on_signal(int sig)
+{
+    bench_kill_children();
+    if (s_stop)
+        s_stop();
+    _exit(128 + sig);
+}
+
+void bench_run_init(const char *name, int grace_ms, void (*stop)(void))
+{
+    s_name = name;
+    s_grace_ms = grace_ms;
+    s_stop = stop;
+    zsys_handler_set(NULL);
+    zsys_init();
+    atexit(s_at_exit);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+const char *bench_scratch(void)
+{
+    if (!s_scratch[0]) {
+        snprintf(s_scratch, sizeof s_scratch, "/tmp/%s.XXXXXX", s_name);
+        if (!mkdtemp(s_scratch)) {
+            s_scratch[0] = '\0';
+            bench_die("cannot create a temporary folder");
+        }
+        chmod(s_scratch, 0755);
+    }
+    return s_scratch;
+}
+
+/* The last 40 lines of each *.log in the scratch folder, to stderr. */
+static void s_print_logs(void)
+{
+    DIR *d = s_scratch[0] ? opendir(s_scratch) : NULL;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".log") != 0)
+            continue;
+        char path[PATH_MAX + 256], ring[40][256];
+        snprintf(path, sizeof path, "%s/%s", s_scratch, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        int lines = 0;
+        while (fgets(ring[lines % 40], sizeof ring[0], f))
+            lines++;
+        fclose(f);
+        fprintf(stderr, "---- %s (last lines) ----\n", path);
+        for (int i = lines > 40 ? lines - 40 : 0; i < lines; i++)
+            fputs(ring[i % 40], stderr);
+    }
+    if (d)
+        closedir(d);
+}
+
+void bench_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", s_name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    s_keep = 1;
+    s_print_logs();
+    exit(1);    /* atexit: s_at_exit */
+}
+
+void bench_sibling(const char *exe, char *out, size_t len)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        bench_die("cannot read /proc/self/exe");
+    self[n] = '\0';
+    snprintf(out, len, "%s/%s", dirname(self), exe);
 }

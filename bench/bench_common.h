@@ -74,6 +74,22 @@ typedef struct {
  * caller's to check afterwards. */
 int bench_parse_opts(int argc, char **argv, const bench_opt_t *opts);
 
+/* ---- a run: its name, its end, its scratch folder ---- */
+
+/* Sets the run up: messages start with `name`; CZMQ's signal handler is replaced (a signal
+ * must take the children down with us); at exit() the children are reaped (grace_ms each),
+ * then stop() runs (may be NULL), then the scratch folder, if any, is removed, unless
+ * bench_die ran: then it is kept and named. On SIGINT/SIGTERM/SIGHUP: children killed,
+ * stop() run, _exit(128 + sig); stop must then be async-signal-safe. Call once, first. */
+void bench_run_init(const char *name, int grace_ms, void (*stop)(void));
+/* Makes the run's scratch folder /tmp/<name>.XXXXXX, mode 0755 (a child running as another
+ * user must reach it). Returns its path; exits via bench_die when it cannot. */
+const char *bench_scratch(void);
+/* "<name>: <message>", the tail of every *.log in the scratch folder, the folder kept, exit 1. */
+void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* The path of an executable beside this one (bin/<exe> of the same build) into out. */
+void bench_sibling(const char *exe, char *out, size_t len);
+
 /* ---- child processes ---- */
 
 /* fork + execv(path, argv), the child registered for bench_reap and bench_kill_children.

@@ -49,7 +49,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -80,76 +79,6 @@ typedef struct {
 
 static s_opts_t s_opts = { 5, 5000, 50, 2, 100000, 0, { 100, 4096, 4096 },
                           { false, false, true }, 3, "api_response", NULL };
-
-/* ---- child processes -------------------------------------------------------------------- */
-
-static char s_tmpdir[] = "/tmp/bench_cache.XXXXXX";
-static bool s_keep_logs;
-
-/* Asks every child to stop, waits up to two seconds each, then kills what is left. */
-static void s_reap(void)
-{
-    bench_reap(2000);
-}
-
-static char s_log_path[2][PATH_MAX];     /* redis.log, cache.log in s_tmpdir */
-
-/* Only unlink and rmdir: also called from the signal handler. */
-static void s_remove_logs(void)
-{
-    for (int i = 0; i < 2; i++)
-        if (s_log_path[i][0])
-            unlink(s_log_path[i]);
-    rmdir(s_tmpdir);
-}
-
-static void s_cleanup_logs(void)
-{
-    if (s_keep_logs)
-        fprintf(stderr, "bench_cache: logs kept in %s\n", s_tmpdir);
-    else
-        s_remove_logs();
-}
-
-static void s_at_exit(void)
-{
-    s_reap();
-    s_cleanup_logs();
-}
-
-static void s_on_signal(int sig)
-{
-    bench_kill_children();
-    s_remove_logs();
-    _exit(128 + sig);
-}
-
-static void s_print_log(const char *name)
-{
-    char path[PATH_MAX], line[1024];
-    snprintf(path, sizeof path, "%s/%s", s_tmpdir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    fprintf(stderr, "---- %s ----\n", path);
-    while (fgets(line, sizeof line, f))
-        fputs(line, stderr);
-    fclose(f);
-}
-
-static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void s_die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bench_cache: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    s_keep_logs = true;
-    s_print_log("cache.log");
-    exit(1);    /* atexit: s_at_exit */
-}
 
 /* ---- the cache through the broker ------------------------------------------------------- */
 
@@ -317,7 +246,7 @@ static void s_start_embed(void)
                              .namespaces = CACHE_NAMESPACES_DEFAULT,
                              .local_max_ttl_ms = 86400000 };
     if (!(s_embed = cache_embed_new(&s_ecfg, NULL)))
-        s_die("cannot start the embedded cache engine");
+        bench_die("cannot start the embedded cache engine");
 }
 
 /* One Get of the embedded engine, checked as s_rpc_get checks the daemon's. */
@@ -462,7 +391,7 @@ static void s_latency(const s_item_t *it, int run, double p50[S_NPATHS], double 
     s_lat_t l = { .item = it, .run = run };
     for (int p = 0; p < S_NPATHS; p++)
         if (!(l.lat[p] = (int64_t *) malloc((size_t) n * sizeof(int64_t))))
-            s_die("out of memory");
+            bench_die("out of memory");
     pthread_t t;
     pthread_create(&t, NULL, s_latency_main, &l);
     pthread_join(t, NULL);
@@ -557,7 +486,7 @@ static double s_redis_benchmark(const s_item_t *it, double *p50_us)
     if (rc)
         redisFree(rc);
     if (!set_ok)
-        s_die("cannot SET the key redis-benchmark reads");
+        bench_die("cannot SET the key redis-benchmark reads");
     char port[16], clients[16], requests[16], size[16];
     snprintf(port, sizeof port, "%d", s_redis_port);
     snprintf(clients, sizeof clients, "%d", s_opts.clients);
@@ -570,7 +499,7 @@ static double s_redis_benchmark(const s_item_t *it, double *p50_us)
     int fd = -1;
     pid_t pid = bench_spawn("/usr/bin/redis-benchmark", argv, NULL, &fd);
     if (pid < 0)
-        s_die("cannot start redis-benchmark");
+        bench_die("cannot start redis-benchmark");
     FILE *f = fdopen(fd, "r");
     char line[512];
     double rps = -1;
@@ -671,7 +600,7 @@ static void s_make_items(void)
         it->json = s_opts.json[s];
         it->value = (uint8_t *) malloc((size_t) it->size + 256);
         if (!it->value)
-            s_die("out of memory");
+            bench_die("out of memory");
         int len = 0;
         for (int i = 0; !it->json && i < it->size; i++) {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;     /* xorshift64 */
@@ -701,16 +630,16 @@ static void s_start_redis(void)
 {
     s_redis_port = bench_free_port();
     if (s_redis_port < 0)
-        s_die("no free port for redis-server");
+        bench_die("no free port for redis-server");
     char port[16], log[PATH_MAX];
     snprintf(port, sizeof port, "%d", s_redis_port);
-    snprintf(log, sizeof log, "%s/redis.log", s_tmpdir);
+    snprintf(log, sizeof log, "%s/redis.log", bench_scratch());
     char *argv[] = { (char *) "redis-server", (char *) "--port", port, (char *) "--bind",
                      (char *) "127.0.0.1", (char *) "--save", (char *) "", (char *) "--appendonly",
                      (char *) "no", (char *) "--daemonize", (char *) "no", (char *) "--dir",
-                     s_tmpdir, NULL };
+                     (char *) bench_scratch(), NULL };
     if ((s_cpu_pid[C_REDIS] = bench_spawn("/usr/bin/redis-server", argv, log, NULL)) < 0)
-        s_die("cannot start redis-server");
+        bench_die("cannot start redis-server");
     for (int64_t end = qv_mono_ms() + 10000; qv_mono_ms() < end; usleep(20 * 1000)) {
         redisContext *c = s_redis_connect();
         redisReply *r = c ? (redisReply *) redisCommand(c, "PING") : NULL;
@@ -722,9 +651,7 @@ static void s_start_redis(void)
         if (up)
             return;
     }
-    s_keep_logs = true;
-    s_print_log("redis.log");
-    s_die("redis-server did not answer PING on port %d", s_redis_port);
+    bench_die("redis-server did not answer PING on port %d", s_redis_port);
 }
 
 static pid_t s_start_daemon(const char *path)
@@ -733,7 +660,7 @@ static pid_t s_start_daemon(const char *path)
     snprintf(broker, sizeof broker, "broker=%s", s_ep_tcp);
     snprintf(redis, sizeof redis, "redis_url=redis://127.0.0.1:%d", s_redis_port);
     snprintf(workers, sizeof workers, "workers=%d", s_opts.workers);
-    snprintf(log, sizeof log, "%s/cache.log", s_tmpdir);
+    snprintf(log, sizeof log, "%s/cache.log", bench_scratch());
     const char *sets[] = {
         broker, redis, "bus_pub=", "instance=bench",
         /* the local copies must outlive the bench: no expiry in the middle of a run */
@@ -742,7 +669,7 @@ static pid_t s_start_daemon(const char *path)
     };
     pid_t pid = bench_spawn_daemon(path, sets, log);
     if (pid < 0)
-        s_die("cannot start %s", path);
+        bench_die("cannot start %s", path);
     return pid;
 }
 
@@ -753,7 +680,7 @@ static void *s_setup(void *arg)
 {
     char health[256];
     if (!s_wait_health(*(pid_t *) arg, 30000, health, sizeof health))
-        s_die("quaver-cache did not answer Health ok within 30 s (last: %s)", health);
+        bench_die("quaver-cache did not answer Health ok within 30 s (last: %s)", health);
 
     /* the values, Set once through the daemon (Redis first, then the local tier) */
     char tier[64];
@@ -761,19 +688,19 @@ static void *s_setup(void *arg)
     for (int s = 0; s < s_opts.nsizes; s++) {
         s_item_t *it = &s_items[s];
         if (s_rpc_set(it) != 0)
-            s_die("Set through the daemon failed");
+            bench_die("Set through the daemon failed");
         s_check_t k = s_rpc_get(s_ep_inproc, it, tier, sizeof tier);
         if (k != S_OK)
-            s_die("Get of %s right after Set: %s (tier '%s')", it->key,
+            bench_die("Get of %s right after Set: %s (tier '%s')", it->key,
                   k == S_ERR_NOT_LOCAL ? "not a local hit" : "wrong or missing value", tier);
         /* The embedded engine reads it from Redis once (tier "redis"), then holds it. */
         (void) s_embed_get(it, tier, sizeof tier);
         if ((k = s_embed_get(it, tier, sizeof tier)) != S_OK)
-            s_die("embedded Get of %s: %s (tier '%s')", it->key,
+            bench_die("embedded Get of %s: %s (tier '%s')", it->key,
                   k == S_ERR_NOT_LOCAL ? "not a local hit" : "wrong or missing value", tier);
         redisReply *r = rc ? (redisReply *) redisCommand(rc, "STRLEN %s", it->rkey) : NULL;
         if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 1)
-            s_die("Redis does not hold %s", it->rkey);
+            bench_die("Redis does not hold %s", it->rkey);
         it->stored = r->integer;
         freeReplyObject(r);
     }
@@ -785,24 +712,19 @@ static void *s_setup(void *arg)
 int main(int argc, char **argv)
 {
     s_parse(argc, argv);
+    bench_run_init("bench_cache", 2000, NULL);
     s_make_items();
 
     /* quaver-cache of this very build: bin/ beside us */
     char daemon[PATH_MAX];
     if (s_opts.daemon)
         snprintf(daemon, sizeof daemon, "%s", s_opts.daemon);
-    else {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n <= 0)
-            s_die("cannot read /proc/self/exe");
-        self[n] = '\0';
-        snprintf(daemon, sizeof daemon, "%s/quaver-cache", dirname(self));
-    }
+    else
+        bench_sibling("quaver-cache", daemon, sizeof daemon);
     if (access(daemon, X_OK) != 0)
-        s_die("no executable %s (build quaver-cache, or pass --daemon PATH)", daemon);
+        bench_die("no executable %s (build quaver-cache, or pass --daemon PATH)", daemon);
     if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-benchmark", X_OK) != 0)
-        s_die("needs /usr/bin/redis-server and /usr/bin/redis-benchmark (Debian: redis-server, "
+        bench_die("needs /usr/bin/redis-server and /usr/bin/redis-benchmark (Debian: redis-server, "
               "redis-tools)");
     char redis_version[128];
     bench_first_line("/usr/bin/redis-server --version", redis_version, sizeof redis_version);
@@ -812,19 +734,7 @@ int main(int argc, char **argv)
         redis_version[strcspn(redis_version, " ")] = '\0';
     }
 
-    /* Our own handlers, not CZMQ's: a signal must take the children down with us. */
-    zsys_handler_set(NULL);
-    zsys_init();
-    if (!mkdtemp(s_tmpdir))
-        s_die("cannot create a temporary folder");
-    snprintf(s_log_path[0], sizeof s_log_path[0], "%s/redis.log", s_tmpdir);
-    snprintf(s_log_path[1], sizeof s_log_path[1], "%s/cache.log", s_tmpdir);
-    atexit(s_at_exit);
-    struct sigaction sa = { 0 };
-    sa.sa_handler = s_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    (void) bench_scratch();
 
     s_start_redis();
     s_start_embed();
@@ -835,7 +745,7 @@ int main(int argc, char **argv)
     snprintf(binds, sizeof binds, "tcp://127.0.0.1:*,%s", s_ep_inproc);
     qv_broker_t *broker = qv_broker_new(binds, 1000, 3, 5000);
     if (!broker)
-        s_die("cannot start the broker");
+        bench_die("cannot start the broker");
     snprintf(s_ep_tcp, sizeof s_ep_tcp, "tcp://127.0.0.1:%d", qv_broker_port(broker));
 
     pid_t cache = s_start_daemon(daemon);
@@ -874,7 +784,7 @@ int main(int argc, char **argv)
                 if (t == T_RBENCH) {
                     tput[s][t][r] = s_redis_benchmark(&s_items[s], &rb_p50[s][r]);
                     if (tput[s][t][r] < 0)
-                        s_die("redis-benchmark failed");
+                        bench_die("redis-benchmark failed");
                 }
                 else {
                     double c[C_N];
@@ -988,7 +898,7 @@ int main(int argc, char **argv)
            e[S_ERR_NOT_LOCAL], *s_last_bad_tier ? " (last tier: '" : "", s_last_bad_tier,
            *s_last_bad_tier ? "')" : "", e[S_ERR_VALUE]);
 
-    s_reap();
+    bench_reap(2000);
     cache_embed_destroy(&s_embed);
     qv_broker_destroy(&broker);
     for (int s = 0; s < ns; s++)

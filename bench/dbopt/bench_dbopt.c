@@ -46,7 +46,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -87,8 +86,7 @@ static const char *s_path_label[P_N] = {
 
 /* ---- temporary folder, children, cleanup ---------------------------------------------------- */
 
-static char s_tmpdir[] = "/tmp/bench_dbopt.XXXXXX";
-static bool s_keep, s_own_pg, s_have_bouncer;
+static bool s_own_pg, s_have_bouncer;
 static char s_pg_pidfile[PATH_MAX], s_pgb_pidfile[PATH_MAX];
 
 /* The pid in the first line of a pid file, or -1. Async-signal-safe (open/read/close). */
@@ -108,66 +106,26 @@ static pid_t s_pidfile(const char *path)
     return pid > 0 ? pid : -1;
 }
 
-/* PgBouncer, then PostgreSQL (fast shutdown): both daemonised, so by their pid files. Only
- * kill: also called from the signal handler. */
+static void s_wait_gone(pid_t p)
+{
+    struct timespec t = { 0, 50 * 1000 * 1000 };
+    for (int i = 0; p > 0 && i < 200 && kill(p, 0) == 0; i++)
+        nanosleep(&t, NULL);
+}
+
+/* The run's stop hook (bench_run_init): PgBouncer, then PostgreSQL (fast shutdown), both
+ * daemonised, so by their pid files, and waits for them to go (the scratch folder holds the
+ * data directory). Async-signal-safe: open/read/close, kill, nanosleep. */
 static void s_stop_servers(void)
 {
     pid_t b = s_have_bouncer ? s_pidfile(s_pgb_pidfile) : -1;
+    pid_t p = s_own_pg ? s_pidfile(s_pg_pidfile) : -1;
     if (b > 0)
         kill(b, SIGINT);
-    pid_t p = s_own_pg ? s_pidfile(s_pg_pidfile) : -1;
     if (p > 0)
         kill(p, SIGINT);
-}
-
-static void s_wait_gone(const char *pidfile)
-{
-    pid_t p = s_pidfile(pidfile);
-    for (int i = 0; p > 0 && i < 200 && kill(p, 0) == 0; i++)
-        usleep(50 * 1000);
-}
-
-static void s_rmtree(void)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/rm", "rm", "-rf", s_tmpdir, (char *) NULL);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
-
-static void s_at_exit(void)
-{
-    bench_reap(3000);
-    s_stop_servers();
-    s_wait_gone(s_pgb_pidfile);
-    s_wait_gone(s_pg_pidfile);
-    if (s_keep)
-        fprintf(stderr, "bench_dbopt: logs kept in %s\n", s_tmpdir);
-    else
-        s_rmtree();
-}
-
-static void s_on_signal(int sig)
-{
-    bench_kill_children();
-    s_stop_servers();
-    _exit(128 + sig);
-}
-
-static void s_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void s_die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bench_dbopt: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    s_keep = true;
-    exit(1);    /* atexit: s_at_exit */
+    s_wait_gone(b);
+    s_wait_gone(p);
 }
 
 /* Runs argv to its end, as the postgres user when we are root (initdb, pg_ctl and pgbouncer
@@ -176,7 +134,7 @@ static int s_run_as_pg(char *const argv[], const char *log)
 {
     struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
     if (geteuid() == 0 && !pw)
-        s_die("running as root and there is no postgres user to run PostgreSQL as");
+        bench_die("running as root and there is no postgres user to run PostgreSQL as");
     uid_t uid = pw ? pw->pw_uid : 0;
     gid_t gid = pw ? pw->pw_gid : 0;
     pid_t pid = fork();
@@ -205,7 +163,7 @@ static void s_chown_pg(const char *path)
 {
     struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
     if (pw && chown(path, pw->pw_uid, pw->pw_gid) != 0)
-        s_die("chown %s: %s", path, strerror(errno));
+        bench_die("chown %s: %s", path, strerror(errno));
 }
 
 /* ---- servers --------------------------------------------------------------------------------- */
@@ -217,19 +175,19 @@ static int  s_pg_port;
 
 static void s_start_postgres(void)
 {
-    char data[512], log[PATH_MAX], sock[512];   /* s_tmpdir is short */
-    snprintf(sock, sizeof sock, "%s/pg", s_tmpdir);
-    snprintf(data, sizeof data, "%s/pg/data", s_tmpdir);
-    snprintf(log, sizeof log, "%s/postgres.log", s_tmpdir);
+    char data[512], log[PATH_MAX], sock[512];   /* the scratch path is short */
+    snprintf(sock, sizeof sock, "%s/pg", bench_scratch());
+    snprintf(data, sizeof data, "%s/pg/data", bench_scratch());
+    snprintf(log, sizeof log, "%s/postgres.log", bench_scratch());
     snprintf(s_pg_pidfile, sizeof s_pg_pidfile, "%s/postmaster.pid", data);
     if (mkdir(sock, 0700) != 0)
-        s_die("mkdir %s: %s", sock, strerror(errno));
+        bench_die("mkdir %s: %s", sock, strerror(errno));
     s_chown_pg(sock);
     char *initdb[] = { (char *) S_PG_BIN "/initdb", (char *) "-D", data, (char *) "-U",
                        (char *) "postgres", (char *) "-A", (char *) "trust", (char *) "-E",
                        (char *) "UTF8", (char *) "--locale=C", (char *) "--no-sync", NULL };
     if (s_run_as_pg(initdb, log) != 0)
-        s_die("initdb failed (see %s)", log);
+        bench_die("initdb failed (see %s)", log);
     s_pg_port = bench_free_port();
     char opts[PATH_MAX + 256];
     snprintf(opts, sizeof opts, "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -240,13 +198,13 @@ static void s_start_postgres(void)
                       (char *) "start", NULL };
     s_own_pg = true;
     if (s_run_as_pg(start, log) != 0)
-        s_die("pg_ctl start failed (see %s)", log);
+        bench_die("pg_ctl start failed (see %s)", log);
     char url[256];
     snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:%d/postgres", s_pg_port);
     PGconn *c = PQconnectdb(url);
     PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, "CREATE DATABASE bench") : NULL;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        s_die("CREATE DATABASE bench: %s", PQerrorMessage(c));
+        bench_die("CREATE DATABASE bench: %s", PQerrorMessage(c));
     PQclear(r);
     PQfinish(c);
     snprintf(s_pg_url, sizeof s_pg_url, "postgresql://postgres@127.0.0.1:%d/bench", s_pg_port);
@@ -274,19 +232,19 @@ static void s_start_pgbouncer(void)
             pass = o->val;
     }
     char ini[PATH_MAX], users[PATH_MAX], log[PATH_MAX];
-    snprintf(ini, sizeof ini, "%s/pgbouncer.ini", s_tmpdir);
-    snprintf(users, sizeof users, "%s/userlist.txt", s_tmpdir);
-    snprintf(log, sizeof log, "%s/pgbouncer.log", s_tmpdir);
-    snprintf(s_pgb_pidfile, sizeof s_pgb_pidfile, "%s/pgbouncer.pid", s_tmpdir);
+    snprintf(ini, sizeof ini, "%s/pgbouncer.ini", bench_scratch());
+    snprintf(users, sizeof users, "%s/userlist.txt", bench_scratch());
+    snprintf(log, sizeof log, "%s/pgbouncer.log", bench_scratch());
+    snprintf(s_pgb_pidfile, sizeof s_pgb_pidfile, "%s/pgbouncer.pid", bench_scratch());
     int port_b = bench_free_port();
     FILE *f = fopen(users, "w");
     if (!f)
-        s_die("cannot write %s", users);
+        bench_die("cannot write %s", users);
     fprintf(f, "\"%s\" \"\"\n", user);
     fclose(f);
     f = fopen(ini, "w");
     if (!f)
-        s_die("cannot write %s", ini);
+        bench_die("cannot write %s", ini);
     fprintf(f, "[databases]\nbench = host=%s port=%s dbname=%s user=%s%s%s\n\n"
             "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
             "auth_type = trust\nauth_file = %s\npool_mode = transaction\n"
@@ -299,7 +257,7 @@ static void s_start_pgbouncer(void)
     char *argv[] = { (char *) S_PGBOUNCER, (char *) "-d", ini, NULL };
     s_have_bouncer = true;
     if (s_run_as_pg(argv, log) != 0)
-        s_die("pgbouncer did not start (see %s)", log);
+        bench_die("pgbouncer did not start (see %s)", log);
     snprintf(s_pgb_url, sizeof s_pgb_url, "postgresql://%s@127.0.0.1:%d/bench", user, port_b);
     PQconninfoFree(opts);       /* host, port, db, user and pass pointed into it */
     for (int64_t end = qv_mono_ms() + 10000; qv_mono_ms() < end; usleep(50 * 1000)) {
@@ -309,7 +267,7 @@ static void s_start_pgbouncer(void)
         if (ok)
             return;
     }
-    s_die("pgbouncer does not accept connections on port %d (see %s)", port_b, log);
+    bench_die("pgbouncer does not accept connections on port %d (see %s)", port_b, log);
 }
 
 /* ---- the broker and dbopt ---------------------------------------------------------------------- */
@@ -325,7 +283,7 @@ static pid_t s_start_dbopt(const char *path)
     snprintf(db, sizeof db, "database_url=%s", s_pg_url);
     snprintf(pool, sizeof pool, "db_pool_max=%d", s_opts.pool);
     snprintf(workers, sizeof workers, "workers=%d", s_opts.workers);
-    snprintf(log, sizeof log, "%s/dbopt.log", s_tmpdir);
+    snprintf(log, sizeof log, "%s/dbopt.log", bench_scratch());
     const char *sets[] = {
         broker, db, pool, "bus_pub=", "instance=bench",
         "maintenance_interval_s=0",   /* no maintenance pass in the middle of a measurement */
@@ -334,7 +292,7 @@ static pid_t s_start_dbopt(const char *path)
     };
     pid_t pid = bench_spawn_daemon(path, sets, log);
     if (pid < 0)
-        s_die("cannot start %s", path);
+        bench_die("cannot start %s", path);
     return pid;
 }
 
@@ -347,7 +305,7 @@ static void *s_setup(void *arg)
     for (int64_t end = qv_mono_ms() + 60000; !ok && qv_mono_ms() < end; ) {
         if (waitpid(dbopt, NULL, WNOHANG) == dbopt) {
             bench_forget(dbopt);
-            s_die("quaver-dbopt exited (log %s/dbopt.log)", s_tmpdir);
+            bench_die("quaver-dbopt exited (log %s/dbopt.log)", bench_scratch());
         }
         Quaver__V1__Empty req = QUAVER__V1__EMPTY__INIT;
         qv_result_t res;
@@ -363,13 +321,13 @@ static void *s_setup(void *arg)
             usleep(100 * 1000);
     }
     if (!ok)
-        s_die("quaver-dbopt did not answer Health ok within 60 s (last: %s)", last);
+        bench_die("quaver-dbopt did not answer Health ok within 60 s (last: %s)", last);
     PGconn *c = PQconnectdb(s_pg_url);
     PGresult *r = PQexec(c, "INSERT INTO users (username, email, password_hash) VALUES ('"
                          S_USERNAME "', 'bench@example.test', 'x') ON CONFLICT (username) "
                          "DO UPDATE SET email = EXCLUDED.email RETURNING id");
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        s_die("inserting the bench user: %s", PQerrorMessage(c));
+        bench_die("inserting the bench user: %s", PQerrorMessage(c));
     snprintf(s_user_id, sizeof s_user_id, "%s", PQgetvalue(r, 0, 0));
     snprintf(s_pg_version, sizeof s_pg_version, "%s", PQparameterStatus(c, "server_version"));
     PQclear(r);
@@ -517,7 +475,7 @@ static double s_measure(s_path_t p, int n, double cpu[C_N])
     for (int i = 0; i < n; i++) {
         callers[i] = (s_caller_t) { .path = p, .ready = &ready, .stop = &stop };
         if (pthread_create(&th[i], NULL, s_caller_main, &callers[i]) != 0)
-            s_die("cannot start caller thread %d", i);
+            bench_die("cannot start caller thread %d", i);
     }
     double c0[C_N], c1[C_N];
     pthread_barrier_wait(&ready);
@@ -538,7 +496,7 @@ static double s_measure(s_path_t p, int n, double cpu[C_N])
     for (int k = 0; k < C_N; k++)
         cpu[k] = c0[k] >= 0 && c1[k] >= 0 && calls > 0 ? (c1[k] - c0[k]) / (double) calls : -1;
     if (failed)
-        s_die("%d of %d callers of '%s' could not connect or prepare", failed, n,
+        bench_die("%d of %d callers of '%s' could not connect or prepare", failed, n,
               s_path_label[p]);
     return (double) calls * 1e6 / (double) (t1 - t0);
 }
@@ -769,26 +727,21 @@ static void s_parse(int argc, char **argv)
 int main(int argc, char **argv)
 {
     s_parse(argc, argv);
+    bench_run_init("bench_dbopt", 3000, s_stop_servers);
     const dbopt_stmt_t *st = dbopt_catalog_find("user_get", NULL);
     if (!st)
-        s_die("the catalog has no user_get");
+        bench_die("the catalog has no user_get");
     s_sql = st->sql;
 
     char daemon[PATH_MAX];
     if (s_opts.daemon)
         snprintf(daemon, sizeof daemon, "%s", s_opts.daemon);
-    else {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n <= 0)
-            s_die("cannot read /proc/self/exe");
-        self[n] = '\0';
-        snprintf(daemon, sizeof daemon, "%s/quaver-dbopt", dirname(self));
-    }
+    else
+        bench_sibling("quaver-dbopt", daemon, sizeof daemon);
     if (access(daemon, X_OK) != 0)
-        s_die("no executable %s (build quaver-dbopt, or pass --daemon PATH)", daemon);
+        bench_die("no executable %s (build quaver-dbopt, or pass --daemon PATH)", daemon);
     if (!s_opts.database && access(S_PG_BIN "/initdb", X_OK) != 0)
-        s_die("needs PostgreSQL 15 (%s; Debian: postgresql-15) or --database URL", S_PG_BIN);
+        bench_die("needs PostgreSQL 15 (%s; Debian: postgresql-15) or --database URL", S_PG_BIN);
     bool bouncer = access(S_PGBOUNCER, X_OK) == 0;
     if (!bouncer)
         fprintf(stderr, "bench_dbopt: %s not installed (Debian: apt-get install pgbouncer): "
@@ -797,18 +750,7 @@ int main(int argc, char **argv)
         bench_first_line(S_PGBOUNCER " --version", s_pgb_version, sizeof s_pgb_version);
     }
 
-    zsys_handler_set(NULL);
-    zsys_init();
-    if (!mkdtemp(s_tmpdir))
-        s_die("cannot create a temporary folder");
-    chmod(s_tmpdir, 0755);
-    s_chown_pg(s_tmpdir);
-    atexit(s_at_exit);
-    struct sigaction sa = { 0 };
-    sa.sa_handler = s_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    s_chown_pg(bench_scratch());
 
     if (s_opts.database)
         snprintf(s_pg_url, sizeof s_pg_url, "%s", s_opts.database);
@@ -822,7 +764,7 @@ int main(int argc, char **argv)
     snprintf(binds, sizeof binds, "tcp://127.0.0.1:*,%s", s_ep_inproc);
     qv_broker_t *broker = qv_broker_new(binds, 1000, 3, 5000);
     if (!broker)
-        s_die("cannot start the broker");
+        bench_die("cannot start the broker");
     snprintf(s_ep_tcp, sizeof s_ep_tcp, "tcp://127.0.0.1:%d", qv_broker_port(broker));
     pid_t dbopt = s_start_dbopt(daemon);
     s_dbopt_pid = dbopt;

@@ -62,24 +62,6 @@ static pid_t s_spawn(char *const argv[], int *out_fd)
     return bench_spawn(s_exe, argv, NULL, out_fd);
 }
 
-/* Asks every child to stop, waits up to a second, then kills what is left. */
-static void s_reap(void)
-{
-    bench_reap(1000);
-}
-
-static void s_on_signal(int sig)
-{
-    bench_kill_children();
-    _exit(128 + sig);
-}
-
-static void s_die(const char *what)
-{
-    fprintf(stderr, "bench_rpc: %s\n", what);
-    exit(1);    /* atexit: s_reap */
-}
-
 /* --echo: the anchor. A ROUTER on tcp loopback that sends every message back as it came;
  * prints its endpoint on stdout. Plain libzmq, one IO thread. Ends when killed. */
 static int s_echo_main(void)
@@ -310,24 +292,16 @@ int main(int argc, char **argv)
     if (strchr(argv[0], '/'))
         s_exe = argv[0];
 
-    /* Our own handlers, not CZMQ's: a signal must take the children down with us. */
-    zsys_handler_set(NULL);
-    zsys_init();
-    atexit(s_reap);
-    struct sigaction sa = { 0 };
-    sa.sa_handler = s_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    bench_run_init("bench_rpc", 1000, NULL);
 
     /* (c) the anchor's echo process; it tells us where it listens */
     int out = -1;
     char *echo_argv[] = { argv[0], (char *) "--echo", NULL };
     if (s_spawn(echo_argv, &out) < 0)
-        s_die("cannot start the echo process");
+        bench_die("cannot start the echo process");
     FILE *echo_out = fdopen(out, "r");
     if (!echo_out || !fgets(s_endpoint[S_DIRECT], sizeof s_endpoint[S_DIRECT], echo_out))
-        s_die("the echo process did not say where it listens");
+        bench_die("the echo process did not say where it listens");
     fclose(echo_out);
     s_endpoint[S_DIRECT][strcspn(s_endpoint[S_DIRECT], "\n")] = '\0';
 
@@ -339,7 +313,7 @@ int main(int argc, char **argv)
     snprintf(binds, sizeof binds, "tcp://127.0.0.1:*,%s", inproc);
     qv_broker_t *broker = qv_broker_new(binds, 1000, 3, 5000);
     if (!broker)
-        s_die("cannot start the broker");
+        bench_die("cannot start the broker");
     snprintf(s_endpoint[S_EXTERNAL], sizeof s_endpoint[S_EXTERNAL], "tcp://127.0.0.1:%d",
              qv_broker_port(broker));
     snprintf(s_endpoint[S_GATEWAY], sizeof s_endpoint[S_GATEWAY], "%s", inproc);
@@ -353,7 +327,7 @@ int main(int argc, char **argv)
     snprintf(nw, sizeof nw, "%d", nworkers);
     char *worker_argv[] = { argv[0], (char *) "--worker", s_endpoint[S_EXTERNAL], nw, NULL };
     if (s_spawn(worker_argv, NULL) < 0)
-        s_die("cannot start the worker process");
+        bench_die("cannot start the worker process");
     bool up = false;
     for (int64_t end = qv_mono_ms() + 10000; !up && qv_mono_ms() < end;) {
         qv_broker_service_stats_t st;
@@ -362,7 +336,7 @@ int main(int argc, char **argv)
             zclock_sleep(10);
     }
     if (!up)
-        s_die("the worker process did not get ready");
+        bench_die("the worker process did not get ready");
 
     int errors = 0, runs = s_opts.runs;
     double load_start = bench_loadavg();
@@ -432,7 +406,7 @@ int main(int argc, char **argv)
     if (errors)
         printf("\n%d calls failed or returned the wrong size\n", errors);
 
-    s_reap();
+    bench_reap(1000);
     qv_broker_destroy(&broker);
     free(s_body);
     return errors ? 1 : 0;
