@@ -1,6 +1,8 @@
 /* bench_common: see bench_common.h for what it guarantees and who owns what. */
 #include "bench_common.h"
 #include "qv_clock.h"
+#include "qv_rpc.h"
+#include "quaver/v1/envelope.pb-c.h"
 
 #include <arpa/inet.h>
 #include <czmq.h>
@@ -391,4 +393,30 @@ void bench_sibling(const char *exe, char *out, size_t len)
         bench_die("cannot read /proc/self/exe");
     self[n] = '\0';
     snprintf(out, len, "%s/%s", dirname(self), exe);
+}
+
+bool bench_wait_health(const char *endpoint, const char *service, pid_t pid, int timeout_ms,
+                       char *last, size_t len)
+{
+    snprintf(last, len, "no answer");
+    for (int64_t end = qv_mono_ms() + timeout_ms; qv_mono_ms() < end; usleep(100 * 1000)) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            bench_forget(pid);
+            snprintf(last, len, "%s exited", service);
+            return false;
+        }
+        Quaver__V1__Empty req = QUAVER__V1__EMPTY__INIT;
+        qv_result_t res;
+        qv_rpc_call(endpoint, service, "Health", &req.base, NULL, "bench-health", 1000, &res);
+        Quaver__V1__HealthReply *h = res.status == 200
+            ? quaver__v1__health_reply__unpack(NULL, res.len, res.payload) : NULL;
+        bool ok = h && strcmp(h->status, "ok") == 0;
+        snprintf(last, len, "%d %s", res.status, h ? h->status : res.error ? res.error : "");
+        if (h)
+            quaver__v1__health_reply__free_unpacked(h, NULL);
+        qv_result_free(&res);
+        if (ok)
+            return true;
+    }
+    return false;
 }

@@ -19,6 +19,7 @@
 #define BENCH_COMMON_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -89,6 +90,12 @@ const char *bench_scratch(void);
 void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* The path of an executable beside this one (bin/<exe> of the same build) into out. */
 void bench_sibling(const char *exe, char *out, size_t len);
+
+/* Calls <service>.Health through the broker at endpoint until it answers status "ok" (true),
+ * the child pid exited, or timeout_ms passed (false); last gets what was seen last. Call
+ * from a thread that may keep an MDP client (qv_rpc_call keeps one per thread). */
+bool bench_wait_health(const char *endpoint, const char *service, pid_t pid, int timeout_ms,
+                       char *last, size_t len);
 
 /* ---- child processes ---- */
 

@@ -145,38 +145,6 @@ static int s_rpc_set(const s_item_t *it)
     return rc;
 }
 
-/* Health until it answers 200 "ok" (the daemon is up and sees Redis), or the deadline. */
-static bool s_wait_health(pid_t daemon, int timeout_ms, char *last, size_t last_len)
-{
-    int64_t end = qv_mono_ms() + timeout_ms;
-    snprintf(last, last_len, "no answer");
-    while (qv_mono_ms() < end) {
-        if (waitpid(daemon, NULL, WNOHANG) == daemon) {
-            bench_forget(daemon);
-            snprintf(last, last_len, "quaver-cache exited");
-            return false;
-        }
-        Quaver__V1__Empty req = QUAVER__V1__EMPTY__INIT;
-        qv_result_t res;
-        qv_rpc_call(s_ep_tcp, "cache", "Health", &req.base, NULL, "bench-cache-health", 500,
-                    &res);
-        Quaver__V1__HealthReply *rep = res.status == 200
-            ? quaver__v1__health_reply__unpack(NULL, res.len, res.payload) : NULL;
-        bool ok = rep && strcmp(rep->status, "ok") == 0;
-        if (rep)
-            snprintf(last, last_len, "status %s", rep->status);
-        else
-            snprintf(last, last_len, "%d %s", res.status, res.error);
-        if (rep)
-            quaver__v1__health_reply__free_unpacked(rep, NULL);
-        qv_result_free(&res);
-        if (ok)
-            return true;
-        usleep(100 * 1000);
-    }
-    return false;
-}
-
 /* ---- Redis -------------------------------------------------------------------------------- */
 
 static redisContext *s_redis_connect(void)
@@ -679,7 +647,7 @@ static pid_t s_start_daemon(const char *path)
 static void *s_setup(void *arg)
 {
     char health[256];
-    if (!s_wait_health(*(pid_t *) arg, 30000, health, sizeof health))
+    if (!bench_wait_health(s_ep_tcp, "cache", *(pid_t *) arg, 30000, health, sizeof health))
         bench_die("quaver-cache did not answer Health ok within 30 s (last: %s)", health);
 
     /* the values, Set once through the daemon (Redis first, then the local tier) */

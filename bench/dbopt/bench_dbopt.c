@@ -299,28 +299,8 @@ static pid_t s_start_dbopt(const char *path)
 /* Health "ok" (connected and migrated), then the bench user inserted directly. */
 static void *s_setup(void *arg)
 {
-    pid_t dbopt = *(pid_t *) arg;
-    bool ok = false;
-    char last[256] = "no answer";
-    for (int64_t end = qv_mono_ms() + 60000; !ok && qv_mono_ms() < end; ) {
-        if (waitpid(dbopt, NULL, WNOHANG) == dbopt) {
-            bench_forget(dbopt);
-            bench_die("quaver-dbopt exited (log %s/dbopt.log)", bench_scratch());
-        }
-        Quaver__V1__Empty req = QUAVER__V1__EMPTY__INIT;
-        qv_result_t res;
-        qv_rpc_call(s_ep_tcp, "dbopt", "Health", &req.base, NULL, "bench-dbopt", 1000, &res);
-        Quaver__V1__HealthReply *h = res.status == 200
-            ? quaver__v1__health_reply__unpack(NULL, res.len, res.payload) : NULL;
-        ok = h && strcmp(h->status, "ok") == 0;
-        snprintf(last, sizeof last, "%d %s", res.status, h ? h->status : res.error);
-        if (h)
-            quaver__v1__health_reply__free_unpacked(h, NULL);
-        qv_result_free(&res);
-        if (!ok)
-            usleep(100 * 1000);
-    }
-    if (!ok)
+    char last[256];
+    if (!bench_wait_health(s_ep_tcp, "dbopt", *(pid_t *) arg, 60000, last, sizeof last))
         bench_die("quaver-dbopt did not answer Health ok within 60 s (last: %s)", last);
     PGconn *c = PQconnectdb(s_pg_url);
     PGresult *r = PQexec(c, "INSERT INTO users (username, email, password_hash) VALUES ('"
