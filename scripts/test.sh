@@ -20,6 +20,17 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:halt_on_erro
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 ulimit -c 0 2>/dev/null || true
 
+# Configures and builds into $1 with its output in log $2; $3 are cmake's configure arguments,
+# $4 the build's (both space-separated). On failure prints the errors and returns non-zero.
+build_logged() {
+  # shellcheck disable=SC2086 # the argument strings are meant to split
+  if cmake -S . -B "$1" $3 >"$2" 2>&1 && cmake --build "$1" $4 -j"$JOBS" >>"$2" 2>&1; then
+    return 0
+  fi
+  grep -E 'error|Error' "$2" | head -30
+  return 1
+}
+
 t0=$(date +%s)
 echo "== build ($ASAN_BUILD: Debug, ASan+UBSan)"
 if ! cmake -S . -B "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DQV_SANITIZE=ON >/dev/null ||
@@ -35,11 +46,9 @@ REL_BUILD=${REL_BUILD:-build}
 echo "== build ($REL_BUILD: RelWithDebInfo, what make run uses)"
 r_pass=0 r_fail=0
 rel_log="$ASAN_BUILD/release-build.log"
-if cmake -S . -B "$REL_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$rel_log" 2>&1 &&
-   cmake --build "$REL_BUILD" -j"$JOBS" >>"$rel_log" 2>&1; then
+if build_logged "$REL_BUILD" "$rel_log" "-DCMAKE_BUILD_TYPE=RelWithDebInfo" ""; then
   r_pass=1
 else
-  grep -E 'error|Error' "$rel_log" | head -30
   echo "release build failed (log: $rel_log): make run would not start"
   r_fail=1
 fi
@@ -96,15 +105,14 @@ FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 f_pass=0 f_fail=0
 echo "== fuzz ($FUZZ_BUILD: clang, libFuzzer+ASan+UBSan, ${FUZZ_SECONDS:-20} s per target)"
 fuzz_log="$ASAN_BUILD/fuzz-build.log"
-if CC=clang cmake -S . -B "$FUZZ_BUILD" -DQV_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >"$fuzz_log" 2>&1 &&
-   cmake --build "$FUZZ_BUILD" --target fuzz-all -j"$JOBS" >>"$fuzz_log" 2>&1; then
+if CC=clang build_logged "$FUZZ_BUILD" "$fuzz_log" "-DQV_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug" \
+     "--target fuzz-all"; then
   if FUZZ_BIN="$FUZZ_BUILD/fuzz" FUZZ_SECONDS=${FUZZ_SECONDS:-20} fuzz/run.sh </dev/null; then
     f_pass=1
   else
     f_fail=1
   fi
 else
-  grep -E 'error|Error' "$fuzz_log" | head -30
   echo "fuzz build failed (log: $fuzz_log)"
   f_fail=1
 fi
