@@ -11,12 +11,20 @@
 #ifndef QV_HASH_H
 #define QV_HASH_H
 #include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* zhashx_new() with the keyed hash. Caller owns the result (zhashx_destroy). NULL: no memory,
  * or libsodium could not start. */
 zhashx_t *qv_hashx_new(void);
 /* The keyed hash of a NUL-terminated string (the zhashx_hash_fn). */
 size_t qv_hash_string(const void *key);
+
+/* FNV-1a, 64-bit: a fixed, fast, unkeyed hash for what is not exposed to chosen keys: lock
+ * stripes, generation slots, and names that must be the same in every run (index names).
+ * Chain calls to hash several pieces: qv_fnv1a(b, nb, qv_fnv1a(a, na, QV_FNV1A_INIT)). */
+#define QV_FNV1A_INIT 14695981039346656037ULL   /* the offset basis */
+uint64_t qv_fnv1a(const void *data, size_t len, uint64_t h);
 
 int qv_hash_selftest(void);
 #endif
