@@ -77,8 +77,8 @@ static void s_record(qv_metrics_t *metrics, const char *service, const char *met
                       seconds);
 }
 
-static int s_pack_result(int status, const char *error, const uint8_t *payload, size_t len,
-                         uint8_t **out, size_t *out_len)
+int qv_result_pack(int status, const char *error, const uint8_t *payload, size_t len,
+                   uint8_t **out, size_t *out_len)
 {
     Quaver__V1__Result res = QUAVER__V1__RESULT__INIT;
     res.status = status;
@@ -162,7 +162,7 @@ int qv_dispatch(const char *service, const qv_method_t *methods, void *app, qv_m
                reply.error ? reply.error : "");
 
 done:;
-    int rc = s_pack_result(status, reply.error, reply.payload, reply.len, out, out_len);
+    int rc = qv_result_pack(status, reply.error, reply.payload, reply.len, out, out_len);
     double seconds = (double) (qv_mono_us() - t0) / 1e6;
     qv_log(QV_LOG_DEBUG, req_id, "%s.%s -> %d in %.3f ms", service, method_label, status,
            seconds * 1e3);

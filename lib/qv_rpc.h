@@ -52,6 +52,11 @@ int qv_reply_set(qv_reply_t *r, const ProtobufCMessage *msg);
 int qv_reply_error(qv_reply_t *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A packed Result (status, error text, payload) into *out (caller frees with free): what
+ * qv_dispatch answers, for an answer made before dispatching. 0, or -1 when out of memory. */
+int qv_result_pack(int status, const char *error, const uint8_t *payload, size_t len,
+                   uint8_t **out, size_t *out_len);
+
 /* The dispatcher on its own (for selftests and benchmarks): body is a packed Call; returns a
  * packed Result in *out (caller frees with free). metrics may be NULL. */
 int qv_dispatch(const char *service, const qv_method_t *methods, void *app, qv_metrics_t *metrics,

@@ -12,6 +12,7 @@
 #include "qv_mdp.h"
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -198,13 +199,22 @@ static void *s_worker_main(void *arg)
             zframe_destroy(&reply_to);
             continue;
         }
-        /* The body is one frame (a Call); anything else decodes as a bad Call -> 400. */
-        zframe_t *body = zmsg_first(req);
+        /* The body is one frame, a Call (DESIGN.md); any other count is a 400, answered
+         * without dispatching. */
         uint8_t *out = NULL;
         size_t out_len = 0;
-        if (qv_dispatch(self->service, self->methods, self->app, self->metrics,
-                        body ? zframe_data(body) : NULL, body ? zframe_size(body) : 0,
-                        &out, &out_len) == 0) {
+        int rc;
+        if (zmsg_size(req) == 1) {
+            zframe_t *body = zmsg_first(req);
+            rc = qv_dispatch(self->service, self->methods, self->app, self->metrics,
+                             zframe_data(body), zframe_size(body), &out, &out_len);
+        } else {
+            char why[96];
+            snprintf(why, sizeof why, "a request body is one frame (quaver.v1.Call), not %zu",
+                     zmsg_size(req));
+            rc = qv_result_pack(400, why, NULL, 0, &out, &out_len);
+        }
+        if (rc == 0) {
             zmsg_t *reply = zmsg_new();
             zmsg_addmem(reply, out, out_len);
             if (qv_worker_send(wt->worker, &reply, &reply_to) != 0)
