@@ -833,3 +833,14 @@ def dbopt_with(quaver, mdp, pb, **overrides):
         back.start()
         wait_for(lambda: dbopt_answers(mdp, pb), 30, interval=0.1, what="dbopt back")
     assert not problems, problems
+
+
+# ---- the cache daemon -----------------------------------------------------------------------
+
+def cache_get(mdp, pb, ns, key):
+    """cache.Get over MDP; asserts a 200 and returns the CacheGetReply (found, value, tier)."""
+    res = mdp.call("cache", "Get", pb.cache.CacheKey(namespace=ns, key=key))
+    assert res.status == 200, (res.status, res.error)
+    g = pb.cache.CacheGetReply()
+    g.ParseFromString(res.payload)
+    return g

@@ -11,7 +11,7 @@ import zlib
 
 
 import harness
-from harness import unique, wait_for
+from harness import cache_get, unique, wait_for
 
 
 def _stored(value):
@@ -30,14 +30,6 @@ def _unstored(data):
     value = zlib.decompress(data[5:])
     assert len(value) == int.from_bytes(data[1:5], "big")
     return value
-
-
-def _get(mdp, pb, ns, key):
-    res = mdp.call("cache", "Get", pb.cache.CacheKey(namespace=ns, key=key))
-    assert res.status == 200, (res.status, res.error)
-    g = pb.cache.CacheGetReply()
-    g.ParseFromString(res.payload)
-    return g
 
 
 def _set(mdp, pb, ns, key, value, ttl_ms=0):
@@ -76,7 +68,7 @@ def _admin(pb):
 def _local(mdp, pb, ns, key, value):
     """Until Get answers value from the local tier (a Redis hit is copied there)."""
     def ok():
-        g = _get(mdp, pb, ns, key)
+        g = cache_get(mdp, pb, ns, key)
         return g.found and g.value == value and g.tier == "local"
     wait_for(ok, 5, interval=0.01, what=f"{ns}:{key} in the local tier")
 
@@ -94,7 +86,7 @@ def test_external_change_reaches_local_tier_within_100ms(quaver, mdp, pb):
         quaver.redis.command("SET", f"quaver:{ns}:{key}", _stored("v2"), "PX", "60000")
         seen = set()
         while True:
-            g = _get(mdp, pb, ns, key)
+            g = cache_get(mdp, pb, ns, key)
             seen.add(g.value if g.found else None)
             if g.found and g.value == b"v2":
                 break
@@ -108,7 +100,7 @@ def test_external_change_reaches_local_tier_within_100ms(quaver, mdp, pb):
     assert max(latencies) < 100, latencies
     # An external DEL is seen too.
     quaver.redis.command("DEL", f"quaver:{ns}:{key}")
-    wait_for(lambda: not _get(mdp, pb, ns, key).found, 1, interval=0.005,
+    wait_for(lambda: not cache_get(mdp, pb, ns, key).found, 1, interval=0.005,
              what="an external DEL to reach the local tier")
 
 
@@ -151,13 +143,13 @@ def test_invalidate_pattern_both_tiers(quaver, mdp, pb):
                    pb.cache.CachePatternRequest(namespace=ns, pattern=f"{base}:room:*"))
     assert _count(pb, res) == 3
     for k in inside + [f"{base}:room:3"]:
-        assert not _get(mdp, pb, ns, k).found, k
+        assert not cache_get(mdp, pb, ns, k).found, k
         assert quaver.redis.command("EXISTS", f"quaver:{ns}:{k}") == 0, k
     for k in outside:
-        g = _get(mdp, pb, ns, k)
+        g = cache_get(mdp, pb, ns, k)
         assert g.found and g.value == b"v", k
         assert quaver.redis.command("EXISTS", f"quaver:{ns}:{k}") == 1, k
-    g = _get(mdp, pb, "db_query", inside[0])
+    g = cache_get(mdp, pb, "db_query", inside[0])
     assert g.found and g.value == b"other"
     # ? and [] classes, Redis syntax
     for k in ("a1", "a2", "b1", "a10"):
@@ -165,7 +157,7 @@ def test_invalidate_pattern_both_tiers(quaver, mdp, pb):
     res = mdp.call("cache", "InvalidatePattern",
                    pb.cache.CachePatternRequest(namespace=ns, pattern=f"{base}:[ab]1"))
     assert _count(pb, res) == 2
-    assert [_get(mdp, pb, ns, f"{base}:{k}").found for k in ("a1", "a2", "b1", "a10")] == \
+    assert [cache_get(mdp, pb, ns, f"{base}:{k}").found for k in ("a1", "a2", "b1", "a10")] == \
         [False, True, False, True]
 
 
@@ -176,18 +168,18 @@ def test_clear(quaver, mdp, pb):
     # Clear is an administrator's call.
     res = mdp.call("cache", "Clear", pb.cache.CacheClearRequest(namespace="file_metadata"))
     assert res.status == 403, res
-    assert _get(mdp, pb, "file_metadata", k).found
+    assert cache_get(mdp, pb, "file_metadata", k).found
     res = mdp.call("cache", "Clear", pb.cache.CacheClearRequest(namespace="file_metadata"),
                    caller=_admin(pb))
     assert _count(pb, res) >= 1
-    assert not _get(mdp, pb, "file_metadata", k).found
+    assert not cache_get(mdp, pb, "file_metadata", k).found
     assert quaver.redis.command("EXISTS", f"quaver:file_metadata:{k}") == 0
-    assert _get(mdp, pb, "track_queue", k).found
+    assert cache_get(mdp, pb, "track_queue", k).found
     # A key outside our prefix is not ours to clear.
     quaver.redis.command("SET", f"notquaver:{k}", "x")
     res = mdp.call("cache", "Clear", pb.cache.CacheClearRequest(namespace=""), caller=_admin(pb))
     assert _count(pb, res) >= 1
-    assert not _get(mdp, pb, "track_queue", k).found
+    assert not cache_get(mdp, pb, "track_queue", k).found
     assert quaver.redis.command("EXISTS", f"quaver:track_queue:{k}") == 0
     assert quaver.redis.command("EXISTS", f"notquaver:{k}") == 1
     res = mdp.call("cache", "Clear", pb.cache.CacheClearRequest(namespace="nope"),
@@ -199,9 +191,9 @@ def test_stats_per_namespace(quaver, mdp, pb):
     ns = "db_query"
     before = _stats(mdp, pb)
     k = unique("st")
-    _get(mdp, pb, ns, k)                 # miss
+    cache_get(mdp, pb, ns, k)                 # miss
     _set(mdp, pb, ns, k, b"v")
-    _get(mdp, pb, ns, k)                 # hit
+    cache_get(mdp, pb, ns, k)                 # hit
     after = _stats(mdp, pb)
     assert after[f"ns.{ns}.misses"] - before.get(f"ns.{ns}.misses", 0) == 1
     assert after[f"ns.{ns}.hits"] - before.get(f"ns.{ns}.hits", 0) == 1
@@ -247,8 +239,8 @@ def test_invalidate_pattern_local_side_is_exact(quaver, mdp, pb):
     res = mdp.call("cache", "InvalidatePattern",
                    pb.cache.CachePatternRequest(namespace=ns, pattern=f"{base}:room:?"))
     assert _count(pb, res) == 1
-    assert not _get(mdp, pb, ns, hit).found
-    g = _get(mdp, pb, ns, keep)
+    assert not cache_get(mdp, pb, ns, hit).found
+    g = cache_get(mdp, pb, ns, keep)
     assert g.found and g.value == b"v" and g.tier == "local", g
 
 
@@ -263,7 +255,7 @@ def test_compression_round_trip_and_corrupt_values(quaver, mdp, pb):
     stored = quaver.redis.command("GET", f"quaver:{ns}:{k}")
     assert stored[:1] == b"\x01" and len(stored) < len(v) // 10
     assert _unstored(stored) == v
-    g = _get(mdp, pb, ns, k)
+    g = cache_get(mdp, pb, ns, k)
     assert g.found and g.value == v and g.tier == "local"
     after = _stats(mdp, pb)
     assert after[f"ns.{ns}.values_compressed"] - before[f"ns.{ns}.values_compressed"] == 1
@@ -272,7 +264,7 @@ def test_compression_round_trip_and_corrupt_values(quaver, mdp, pb):
     k2 = unique("z2")
     quaver.redis.command("SET", f"quaver:{ns}:{k2}",
                          b"\x01" + len(v).to_bytes(4, "big") + zlib.compress(v), "PX", "60000")
-    g = _get(mdp, pb, ns, k2)
+    g = cache_get(mdp, pb, ns, k2)
     assert g.found and g.value == v and g.tier == "redis"
     _local(mdp, pb, ns, k2, v)
     # corrupt: an unknown header, a zlib header over a broken stream, a lying length
@@ -281,7 +273,7 @@ def test_compression_round_trip_and_corrupt_values(quaver, mdp, pb):
     for i, data in enumerate(bad):
         kb = unique(f"bad{i}")
         quaver.redis.command("SET", f"quaver:{ns}:{kb}", data, "PX", "60000")
-        assert not _get(mdp, pb, ns, kb).found, data
+        assert not cache_get(mdp, pb, ns, kb).found, data
         assert quaver.redis.command("EXISTS", f"quaver:{ns}:{kb}") == 0, data
     assert _stats(mdp, pb)[f"ns.{ns}.corrupt_values"] - \
         before.get(f"ns.{ns}.corrupt_values", 0) == len(bad)
@@ -303,7 +295,7 @@ def test_bad_input_is_400_and_stores_nothing(quaver, mdp, pb):
                                                             value=b"x" * (8 * 1024 * 1024 + 1)),
                    timeout_s=20)
     assert res.status == 400 and "max_value_bytes" in res.error, res
-    assert not _get(mdp, pb, "user_data", k).found
+    assert not cache_get(mdp, pb, "user_data", k).found
     assert quaver.redis.command("EXISTS", f"quaver:user_data:{k}") == 0
     res = mdp.call("cache", "Set", pb.cache.CacheSetRequest(namespace="user_data", key=k,
                                                             value=b"v", ttl_ms=-5))
@@ -344,7 +336,7 @@ def test_invalidation_connection_killed_flushes_local_tier(quaver, mdp, pb):
     wait_for(lambda: _stats(mdp, pb)["local_flushes"] > flushes, 5, what="a local flush")
     end = time.monotonic() + 5
     while True:
-        g = _get(mdp, pb, ns, k)
+        g = cache_get(mdp, pb, ns, k)
         assert not (g.found and g.value == b"old"), "stale value served after the kill"
         if g.found and g.value == b"new":
             break
@@ -353,7 +345,7 @@ def test_invalidation_connection_killed_flushes_local_tier(quaver, mdp, pb):
     # Invalidations flow again on the new subscriber connection.
     _local(mdp, pb, ns, k, b"new")
     quaver.redis.command("SET", f"quaver:{ns}:{k}", _stored("newer"), "PX", "60000")
-    wait_for(lambda: _get(mdp, pb, ns, k).value == b"newer", 1, interval=0.005,
+    wait_for(lambda: cache_get(mdp, pb, ns, k).value == b"newer", 1, interval=0.005,
              what="an invalidation on the new connection")
     assert _health(mdp, pb).status == "ok"
 
@@ -468,6 +460,6 @@ def test_coherent_under_concurrent_writers(quaver, mdp, pb):
     for k in keys:
         want = _unstored(quaver.redis.command("GET", f"quaver:{ns}:{k}"))
         for _ in range(2):     # the second read is a local hit when the first came from Redis
-            g = _get(mdp, pb, ns, k)
+            g = cache_get(mdp, pb, ns, k)
             got = g.value if g.found else None
             assert got == want, (k, got, want, g.tier)

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 import harness
-from harness import unique
+from harness import cache_get, unique
 
 LOADER = "testloader"
 
@@ -100,14 +100,6 @@ def _reply(pb, res):
     return r
 
 
-def _get(mdp, pb, ns, key):
-    res = mdp.call("cache", "Get", pb.cache.CacheKey(namespace=ns, key=key))
-    assert res.status == 200, res
-    g = pb.cache.CacheGetReply()
-    g.ParseFromString(res.payload)
-    return g
-
-
 def test_32_concurrent_misses_load_once(quaver, pb, loader):
     ns, key = "room_state", unique("sf")
     payload = key.encode()
@@ -138,7 +130,7 @@ def test_32_concurrent_misses_load_once(quaver, pb, loader):
     # Stored with Set's semantics: a plain Get finds it, and Redis holds it for TTL + grace.
     c = harness.MdpClient(quaver.broker)
     try:
-        g = _get(c, pb, ns, key)
+        g = cache_get(c, pb, ns, key)
     finally:
         c.close()
     assert g.found and g.value == b"val:" + payload
@@ -156,7 +148,7 @@ def test_absent_is_cached_for_the_negative_ttl(mdp, pb, loader):
         r = _reply(pb, _gol(mdp, pb, ns, key, payload))
         assert not r.found and r.source == "negative" and r.value == b""
     assert loader.count(payload) == 1
-    assert not _get(mdp, pb, ns, key).found
+    assert not cache_get(mdp, pb, ns, key).found
     # negative_ttl_ms is 5 s by default: after it the loader is asked again.
     time.sleep(max(0.0, 5.2 - (time.monotonic() - t0)))
     r = _reply(pb, _gol(mdp, pb, ns, key, payload))
@@ -169,7 +161,7 @@ def test_loader_error_passes_through_and_nothing_is_cached(mdp, pb, loader):
     payload = b"fail-" + key.encode()
     res = _gol(mdp, pb, ns, key, payload)
     assert res.status == 503 and "loader backend down" in res.error, (res.status, res.error)
-    assert not _get(mdp, pb, ns, key).found
+    assert not cache_get(mdp, pb, ns, key).found
     res = _gol(mdp, pb, ns, key, payload)
     assert res.status == 503
     assert loader.count(payload) == 2
@@ -179,7 +171,7 @@ def test_a_missing_loader_is_503_and_hits_need_no_loader(mdp, pb):
     ns, key = "db_query", unique("noloader")
     res = _gol(mdp, pb, ns, key, b"x", service="pytest.nobody", timeout_s=2)
     assert res.status in (503, 504), (res.status, res.error)
-    assert not _get(mdp, pb, ns, key).found
+    assert not cache_get(mdp, pb, ns, key).found
     # A value already cached is answered without any loader.
     res = mdp.call("cache", "Set", pb.cache.CacheSetRequest(namespace=ns, key=key, value=b"v"))
     assert res.status == 200
@@ -202,14 +194,22 @@ def test_bad_input_is_400(quaver, mdp, pb, ns, key, service, method, ttl, want):
     assert quaver.daemons["cache"].alive()
 
 
-def test_stats_count_loads(mdp, pb, loader):
-    ns, key = "track_queue", unique("st")
-    _reply(pb, _gol(mdp, pb, ns, key, key.encode()))
+def _stats(mdp, pb):
     res = mdp.call("cache", "Stats", pb.env.Empty())
+    assert res.status == 200, (res.status, res.error)
     s = pb.env.StatsReply()
     s.ParseFromString(res.payload)
-    stats = {st.name: st.value for st in s.stats}
+    return {st.name: st.value for st in s.stats}
+
+
+def test_stats_count_loads(mdp, pb, loader):
+    ns, key = "track_queue", unique("st")
+    before = _stats(mdp, pb)
+    assert _reply(pb, _gol(mdp, pb, ns, key, key.encode())).source == "loader"
+    assert _reply(pb, _gol(mdp, pb, ns, key, key.encode())).source == "local"
+    stats = _stats(mdp, pb)
     for name in ("loads", "load_errors", "load_absent", "load_coalesced", "xfetch_refreshes",
                  "stale_served", "negative_hits"):
         assert f"ns.{ns}.{name}" in stats, name
-    assert stats[f"ns.{ns}.loads"] >= 1
+    assert stats[f"ns.{ns}.loads"] - before.get(f"ns.{ns}.loads", 0) == 1
+    assert loader.count(key.encode()) == 1

@@ -5,20 +5,12 @@ copies a namespace's Redis keys into the local tier; msgpack values are checked 
 The harness points snapshot_path into the test run's directory."""
 import os
 
-from harness import unique, wait_for
+from harness import cache_get, unique, wait_for
 
 
 def _stored(value):
     """A value as both tiers hold it (services/cache/cache_codec.h): 0x00, then the value."""
     return b"\x00" + value
-
-
-def _get(mdp, pb, ns, key):
-    res = mdp.call("cache", "Get", pb.cache.CacheKey(namespace=ns, key=key))
-    assert res.status == 200, (res.status, res.error)
-    g = pb.cache.CacheGetReply()
-    g.ParseFromString(res.payload)
-    return g
 
 
 def _set(mdp, pb, ns, key, value, msgpack=False):
@@ -30,17 +22,15 @@ def _admin(pb):
     return pb.env.Caller(user_id=1, username="operator", admin=True)
 
 
-def _restart_cache(quaver, mdp, pb):
-    cache = quaver.daemons["cache"]
-    assert cache.stop() == 0          # SIGTERM: the snapshot is written on the way out
-    cache.start()
+def _start_cache(quaver, mdp, pb):
+    """Starts the stopped cache daemon again and waits until it answers."""
+    quaver.daemons["cache"].start()
     quaver.wait_ready(30)
 
     def serving():
         res = mdp.call("cache", "Health", pb.env.Empty(), timeout_s=2)
         return res is not None and res.status == 200
     wait_for(serving, 30, interval=0.1, what="the cache answering after its restart")
-    return cache
 
 
 def test_snapshot_brings_values_back_as_local_hits(quaver, mdp, pb):
@@ -48,21 +38,18 @@ def test_snapshot_brings_values_back_as_local_hits(quaver, mdp, pb):
     keys = {unique("snap"): f"value {i}".encode() for i in range(20)}
     for k, v in keys.items():
         assert _set(mdp, pb, ns, k, v).status == 200
-        assert _get(mdp, pb, ns, k).tier == "local"
+        assert cache_get(mdp, pb, ns, k).tier == "local"
     # One key changes in Redis while the daemon is down: it must not come back from the file.
     changed = next(iter(keys))
     cache = quaver.daemons["cache"]
-    assert cache.stop() == 0
+    assert cache.stop() == 0          # SIGTERM: the snapshot is written on the way out
     path = os.path.join(quaver.base, "cache", "snapshot.bin")
     assert os.path.getsize(path) > 24
     assert open(path, "rb").read(8) == b"QVCSNAP\0"
     quaver.redis.command("SET", f"quaver:{ns}:{changed}", _stored(b"newer"), "PX", "60000")
-    cache.start()
-    quaver.wait_ready(30)
-    wait_for(lambda: (r := mdp.call("cache", "Health", pb.env.Empty(), timeout_s=2)) is not None
-             and r.status == 200, 30, interval=0.1, what="the cache answering")
+    _start_cache(quaver, mdp, pb)
     for k, v in keys.items():
-        g = _get(mdp, pb, ns, k)
+        g = cache_get(mdp, pb, ns, k)
         if k == changed:
             assert g.found and g.value == b"newer" and g.tier == "redis", g
         else:
@@ -77,14 +64,11 @@ def test_corrupt_snapshot_is_ignored(quaver, mdp, pb):
     data = bytearray(open(path, "rb").read())
     data[-1] ^= 0xFF
     open(path, "wb").write(bytes(data))
-    cache.start()
-    quaver.wait_ready(30)
-    wait_for(lambda: (r := mdp.call("cache", "Health", pb.env.Empty(), timeout_s=2)) is not None
-             and r.status == 200, 30, interval=0.1, what="the cache answering")
+    _start_cache(quaver, mdp, pb)
     assert "snapshot ignored" in cache.log_tail(300)
     k = unique("after")
     assert _set(mdp, pb, "room_state", k, b"x").status == 200
-    assert _get(mdp, pb, "room_state", k).tier == "local"
+    assert cache_get(mdp, pb, "room_state", k).tier == "local"
 
 
 def test_warmup_loads_redis_keys_into_the_local_tier(quaver, mdp, pb):
@@ -100,7 +84,7 @@ def test_warmup_loads_redis_keys_into_the_local_tier(quaver, mdp, pb):
     c.ParseFromString(res.payload)
     assert c.removed >= len(keys)     # "removed" counts the keys loaded
     for k in keys:
-        g = _get(mdp, pb, ns, k)
+        g = cache_get(mdp, pb, ns, k)
         assert g.found and g.value == f"v-{k}".encode() and g.tier == "local", (k, g)
     # max_keys bounds it; a non-admin may not; bad input is a 400.
     other = unique("warm")
@@ -126,7 +110,7 @@ def test_msgpack_values_are_checked(quaver, mdp, pb):
     good, bad, bomb = unique("mp"), unique("mp"), unique("mp")
     value = b"\x82\xa2id\x07\xa4tags\x92\xa1a\xa1b"          # {"id": 7, "tags": ["a", "b"]}
     assert _set(mdp, pb, ns, good, value, msgpack=True).status == 200
-    g = _get(mdp, pb, ns, good)
+    g = cache_get(mdp, pb, ns, good)
     assert g.found and g.value == value
     res = _set(mdp, pb, ns, bad, value + b"\x01", msgpack=True)
     assert res.status == 400 and "value is not one msgpack object" in res.error \
@@ -134,5 +118,5 @@ def test_msgpack_values_are_checked(quaver, mdp, pb):
     res = _set(mdp, pb, ns, bomb, b"\xdd\xff\xff\xff\xff", msgpack=True)
     assert res.status == 400 and "declares 4294967295 elements" in res.error, res.error
     for k in (bad, bomb):
-        assert not _get(mdp, pb, ns, k).found
+        assert not cache_get(mdp, pb, ns, k).found
         assert quaver.redis.command("EXISTS", f"quaver:{ns}:{k}") == 0

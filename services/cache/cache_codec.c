@@ -25,13 +25,7 @@ int cache_codec_encode(const void *value, size_t vlen, int64_t compress_min, uin
         }
         free(z);   /* incompressible: raw is smaller */
     }
-    uint8_t *r = malloc(1 + vlen);
-    if (!r) return -1;
-    r[0] = CACHE_CODEC_RAW;
-    if (vlen) memcpy(r + 1, value, vlen);
-    *out_p = r;
-    *olen_p = 1 + vlen;
-    return 0;
+    return cache_codec_raw_form(value, vlen, out_p, olen_p) == 0 ? 0 : -1;
 }
 
 int cache_codec_decode(const uint8_t *in, size_t n, size_t max_len, uint8_t **out_p,

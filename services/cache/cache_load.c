@@ -28,6 +28,7 @@
  * facts that describe an older value (the key was Set since) void. */
 #include "cache_load.h"
 #include "qv_clock.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 #include <errno.h>
 #include <math.h>
@@ -103,21 +104,14 @@ struct cache_load_t {
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static uint64_t s_fnv(const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
-    return h;
-}
-
 static int64_t s_default_clock(void *ctx) { (void) ctx; return qv_mono_us(); }
 
 /* splitmix64 per thread, seeded from the clock and the thread's address space. */
 static double s_default_rand(void *ctx)
 {
     static _Thread_local uint64_t state;
-    if (!state) state = (uint64_t) qv_mono_us() ^ (uint64_t) (uintptr_t) &state ^ 0x9E3779B97F4A7C15ULL;
+    if (!state)
+        state = (uint64_t) qv_mono_us() ^ (uint64_t) (uintptr_t) &state ^ 0x9E3779B97F4A7C15ULL;
     uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
@@ -204,7 +198,7 @@ static void s_side_remove(cache_load_t *l, s_side_t *e)
 static void s_side_put(cache_load_t *l, const char *key, bool absent, int64_t expiry_us,
                        int64_t delta_us, uint64_t fp, size_t vlen)
 {
-    uint64_t h = s_fnv(key, strlen(key));
+    uint64_t h = qv_fnv1a(key, strlen(key), QV_FNV1A_INIT);
     s_side_t *old = s_side_find(l, key, h);
     if (old) s_side_remove(l, old);
     s_side_t *e = calloc(1, sizeof *e);
@@ -389,9 +383,10 @@ static void s_load(const s_req_t *q, bool refresh, s_outcome_t *o)
         pthread_mutex_lock(&l->mu);
         if (stored == 0)
             s_side_put(l, q->full, false, now + q->ttl_ms * 1000, delta,
-                       s_fnv(res.payload, res.len), res.len);
+                       qv_fnv1a(res.payload, res.len, QV_FNV1A_INIT), res.len);
         else {
-            s_side_t *e = s_side_find(l, q->full, s_fnv(q->full, strlen(q->full)));
+            s_side_t *e = s_side_find(l, q->full,
+                                      qv_fnv1a(q->full, strlen(q->full), QV_FNV1A_INIT));
             if (e) s_side_remove(l, e);
         }
         pthread_mutex_unlock(&l->mu);
@@ -454,7 +449,7 @@ static int s_check(const s_req_t *q, s_outcome_t *o)
 static void s_miss(const s_req_t *q, s_outcome_t *o)
 {
     cache_load_t *l = q->l;
-    uint64_t h = s_fnv(q->full, strlen(q->full));
+    uint64_t h = qv_fnv1a(q->full, strlen(q->full), QV_FNV1A_INIT);
     pthread_mutex_lock(&l->mu);
     s_side_t *e = s_side_find(l, q->full, h);
     bool negative = false;
@@ -514,8 +509,8 @@ static void s_miss(const s_req_t *q, s_outcome_t *o)
 static void s_hit(const s_req_t *q, uint8_t *val, size_t vlen, const char *tier, s_outcome_t *o)
 {
     cache_load_t *l = q->l;
-    uint64_t h = s_fnv(q->full, strlen(q->full));
-    uint64_t fp = s_fnv(val, vlen);
+    uint64_t h = qv_fnv1a(q->full, strlen(q->full), QV_FNV1A_INIT);
+    uint64_t fp = qv_fnv1a(val, vlen, QV_FNV1A_INIT);
     int64_t now = s_now(l), expiry = 0, delta = 0;
     bool facts = false;
     pthread_mutex_lock(&l->mu);
@@ -855,6 +850,17 @@ static bool s_is(const s_outcome_t *o, bool found, const char *value, const char
            && (!found || (o->vlen == strlen(value) && memcmp(o->value, value, o->vlen) == 0));
 }
 
+/* Asks for key with no deadline and says whether the answer is (found, value, source). */
+static bool s_ask_is(cache_load_t *l, const char *key, bool found, const char *value,
+                     const char *source)
+{
+    s_outcome_t o;
+    s_ask(l, key, 0, &o);
+    bool ok = s_is(&o, found, value, source);
+    s_outcome_free(&o);
+    return ok;
+}
+
 static uint64_t s_stat_of(cache_load_t *l, const char *name)
 {
     const char *n[CACHE_LOAD_NSTATS];
@@ -898,16 +904,12 @@ int cache_load_selftest_xfetch(void)
     f.advance_us = 100000;
     f.r = 1.0;
     s_outcome_t o;
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, true, "v1", "loader") && f.calls == 1);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", true, "v1", "loader") && f.calls == 1);
     f.advance_us = 0;
     atomic_store(&f.now, 950000);
     f.value = "v2";
     f.r = exp(-1.0);
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, true, "v1", "local") && f.calls == 1);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", true, "v1", "local") && f.calls == 1);
     f.r = exp(-2.0);
     s_ask(l, "k", 0, &o);
     S_CHECK(s_is(&o, true, "v2", "loader") && f.calls == 2);
@@ -915,9 +917,7 @@ int cache_load_selftest_xfetch(void)
     s_outcome_free(&o);
     /* The new value's facts: the load took 0 µs, so no draw refreshes it before 1950 ms. */
     f.r = 1e-12;
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, true, "v2", "local") && f.calls == 2);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", true, "v2", "local") && f.calls == 2);
     cache_load_destroy(&l);
     return 0;
 }
@@ -1005,36 +1005,26 @@ int cache_load_selftest_negative(void)
     S_CHECK(l);
     f.status = 404;
     s_outcome_t o;
-    s_ask(l, "gone", 0, &o);
-    S_CHECK(s_is(&o, false, NULL, "loader") && f.calls == 1);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "gone", false, NULL, "loader") && f.calls == 1);
     atomic_store(&f.now, 4999000);   /* within the negative TTL: no loader call */
     s_ask(l, "gone", 0, &o);
     S_CHECK(s_is(&o, false, NULL, "negative") && f.calls == 1);
     S_CHECK(s_stat_of(l, "negative_hits") == 1 && s_stat_of(l, "load_absent") == 1);
     s_outcome_free(&o);
     atomic_store(&f.now, 5000000);   /* the mark has ended: loaded again */
-    s_ask(l, "gone", 0, &o);
-    S_CHECK(s_is(&o, false, NULL, "loader") && f.calls == 2);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "gone", false, NULL, "loader") && f.calls == 2);
     /* A value Set meanwhile wins over the mark, and voids it. */
     s_fake_put(&f, "gone", "back", 1000);
-    s_ask(l, "gone", 0, &o);
-    S_CHECK(s_is(&o, true, "back", "local") && f.calls == 2);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "gone", true, "back", "local") && f.calls == 2);
     s_fake_remove(&f, NULL, "gone");
-    s_ask(l, "gone", 0, &o);
-    S_CHECK(s_is(&o, false, NULL, "loader") && f.calls == 3);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "gone", false, NULL, "loader") && f.calls == 3);
     cache_load_destroy(&l);
     /* negative_ttl_ms 0: every call asks the loader. */
     l = s_fake_new(&f, 0, 0, 0.0);
     S_CHECK(l);
     f.status = 404;
     for (int i = 0; i < 3; i++) {
-        s_ask(l, "gone", 0, &o);
-        S_CHECK(s_is(&o, false, NULL, "loader"));
-        s_outcome_free(&o);
+        S_CHECK(s_ask_is(l, "gone", false, NULL, "loader"));
     }
     S_CHECK(f.calls == 3);
     cache_load_destroy(&l);
@@ -1051,9 +1041,7 @@ int cache_load_selftest_refresh(void)
     S_CHECK(s_is(&o, true, "v1", "loader") && f.calls == 1);
     s_outcome_free(&o);
     atomic_store(&f.now, 999000);
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, true, "v1", "local") && f.calls == 1);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", true, "v1", "local") && f.calls == 1);
     /* Stale: the caller that takes the slot refreshes (slowly); meanwhile others get stale. */
     atomic_store(&f.now, 1200000);
     f.value = "v2";
@@ -1074,9 +1062,8 @@ int cache_load_selftest_refresh(void)
     /* v2 expires at 2.2 s. A failed refresh within grace answers the stale value. */
     atomic_store(&f.now, 2300000);
     f.status = 503;
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, true, "v2", "stale") && f.calls == 3 && s_stat_of(l, "load_errors") == 1);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", true, "v2", "stale") && f.calls == 3
+            && s_stat_of(l, "load_errors") == 1);
     /* Past TTL + grace the tier has dropped it: a miss, and the error passes through. */
     atomic_store(&f.now, 2700000);
     s_ask(l, "k", 0, &o);
@@ -1090,25 +1077,17 @@ int cache_load_selftest_refresh(void)
     s_outcome_free(&o);
     atomic_store(&f.now, 3800000);
     f.status = 404;
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, false, NULL, "loader") && f.calls == 6);
-    s_outcome_free(&o);
-    s_ask(l, "k", 0, &o);
-    S_CHECK(s_is(&o, false, NULL, "negative") && f.calls == 6);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "k", false, NULL, "loader") && f.calls == 6);
+    S_CHECK(s_ask_is(l, "k", false, NULL, "negative") && f.calls == 6);
     /* Facts of an older value are void: a Set value past the loaded one's expiry is a plain
      * hit, not stale. */
     f.status = 200;
     f.value = "v4";
     atomic_store(&f.now, 9000000);
-    s_ask(l, "j", 0, &o);
-    S_CHECK(s_is(&o, true, "v4", "loader") && f.calls == 7);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "j", true, "v4", "loader") && f.calls == 7);
     s_fake_put(&f, "j", "set", 60000);
     atomic_store(&f.now, 10200000);
-    s_ask(l, "j", 0, &o);
-    S_CHECK(s_is(&o, true, "set", "local") && f.calls == 7);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "j", true, "set", "local") && f.calls == 7);
     cache_load_destroy(&l);
     return 0;
 }
@@ -1150,12 +1129,8 @@ int cache_load_selftest_errors(void)
     /* A value over max_value_bytes (64) is answered, not kept. */
     f.status = 200;
     f.value = "0123456789012345678901234567890123456789012345678901234567890123456789";
-    s_ask(l, "big", 0, &o);
-    S_CHECK(s_is(&o, true, f.value, "loader"));
-    s_outcome_free(&o);
-    s_ask(l, "big", 0, &o);
-    S_CHECK(s_is(&o, true, f.value, "loader") && f.calls == 4);
-    s_outcome_free(&o);
+    S_CHECK(s_ask_is(l, "big", true, f.value, "loader"));
+    S_CHECK(s_ask_is(l, "big", true, f.value, "loader") && f.calls == 4);
     cache_load_destroy(&l);
     return 0;
 }

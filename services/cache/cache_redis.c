@@ -463,7 +463,7 @@ static int s_scan_step(redisContext *c, char *cursor, size_t clen, const char *m
     return rc;
 }
 
-static char *s_match_for(const char *prefix)
+char *cache_redis_prefix_match(const char *prefix)
 {
     size_t mlen = strlen(prefix) * 2 + 2;
     char *match = malloc(mlen);
@@ -517,7 +517,7 @@ static int s_pending_replay(cache_redis_t *r, redisContext *c)
             freeReplyObject(u);
             done += (size_t) n - 1;
         } else {
-            char *match = e[0] == 'g' ? strdup(e + 1) : s_match_for(e + 1);
+            char *match = e[0] == 'g' ? strdup(e + 1) : cache_redis_prefix_match(e + 1);
             char cursor[32] = "0";
             int64_t removed = 0;
             do {
@@ -573,15 +573,6 @@ int64_t cache_redis_del_match(cache_redis_t *self, const char *match, uint64_t *
         if (strcmp(cursor, "0") == 0) break;
     }
     return removed;
-}
-
-int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix)
-{
-    char *match = s_match_for(prefix);
-    if (!match) return -2;
-    int64_t n = cache_redis_del_match(self, match, NULL);
-    free(match);
-    return n;
 }
 
 int cache_redis_mget(cache_redis_t *self, const char *const *keys, size_t n,

@@ -58,13 +58,11 @@ int cache_redis_set(cache_redis_t *self, const char *key, const void *value, siz
                     int64_t ttl_ms, cache_ticket_t *ticket);
 /* UNLINK key (bumping its version first). Returns the number removed (0/1), -1 or -2. */
 int cache_redis_del(cache_redis_t *self, const char *key);
-/* Removes every key starting with prefix: SCAN MATCH <escaped prefix>* + UNLINK per batch
- * (never KEYS, which blocks Redis). The lock is released between batches so other calls go
- * on. Returns how many were removed, or -1 when Redis failed part way. */
-int64_t cache_redis_del_prefix(cache_redis_t *self, const char *prefix);
-/* The same for a raw glob in Redis MATCH syntax. *rounds (may be NULL) gets the round trips
- * made added. Returns how many were removed, -1 down (remembered for the reconnect), -2
- * failed part way (also remembered). */
+/* Removes every key matching a glob in Redis MATCH syntax (for a prefix, make it with
+ * cache_redis_prefix_match): SCAN MATCH + UNLINK per batch (never KEYS, which blocks Redis).
+ * The lock is released between batches so other calls go on. *rounds (may be NULL) gets the
+ * round trips made added. Returns how many were removed, -1 down (remembered for the
+ * reconnect), -2 failed part way (also remembered). */
 int64_t cache_redis_del_match(cache_redis_t *self, const char *match, uint64_t *rounds);
 
 typedef struct {
@@ -97,6 +95,8 @@ int cache_redis_glob_match(const char *pat, const char *s);
 size_t cache_redis_glob_literal_prefix(const char *pat, char *out, size_t len);
 
 /* Writes prefix with the glob characters * ? [ ] \ escaped, then '*', into out (NUL-ended).
- * Returns 0, -1 when it does not fit. Exposed for the selftest. */
+ * Returns 0, -1 when it does not fit. */
 int cache_redis_match_pattern(const char *prefix, char *out, size_t len);
+/* The same into a new string: caller owns the result and frees it; NULL out of memory. */
+char *cache_redis_prefix_match(const char *prefix);
 #endif

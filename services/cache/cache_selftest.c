@@ -666,6 +666,9 @@ static int s_redis_pattern(void)
     CHECK(strcmp(out, "quaver:ns:a\\*b\\?\\[c\\]\\\\d*") == 0);
     CHECK(cache_redis_match_pattern("", out, sizeof out) == 0 && strcmp(out, "*") == 0);
     CHECK(cache_redis_match_pattern("abc", out, 4) == -1);
+    char *m = cache_redis_prefix_match("*?[]\\");   /* every byte escaped: the longest form */
+    CHECK(m && strcmp(m, "\\*\\?\\[\\]\\\\*") == 0);
+    free(m);
     CHECK(cache_redis_new("http://x", 100, NULL) == NULL);
     CHECK(cache_redis_new("redis://:6379", 100, NULL) == NULL);
     CHECK(cache_redis_new("redis://h:99999", 100, NULL) == NULL);
@@ -837,6 +840,23 @@ static int s_sh(const char *fmt, int port)
                       "--daemonize yes --pidfile /tmp/cache_selftest_redis_%d.pid >/dev/null"
 #define S_REDIS_STOP  "redis-cli -p %d shutdown nosave >/dev/null 2>&1; rm -f /tmp/cache_selftest_redis_%d.pid"
 
+static int s_redis_cli(int port, const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d %s >/dev/null 2>&1", port, args);
+    return system(cmd);
+}
+
+/* One command line read by redis-cli from stdin, where "\x00" in double quotes is a byte:
+ * what another client writes must carry the codec's header (cache_codec.h). */
+static int s_redis_cli_line(int port, const char *line)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "printf '%%s\\n' '%s' | redis-cli -p %d >/dev/null 2>&1", line,
+             port);
+    return system(cmd);
+}
+
 static int s_get_tier(cache_app_t *app, const char *k, char *tier, char *val)
 {
     Quaver__V1__CacheKey key = QUAVER__V1__CACHE_KEY__INIT;
@@ -862,8 +882,6 @@ static int s_set_kv(cache_app_t *app, const char *k, const char *v)
     char err[128];
     return s_call(app, "Set", &set.base, NULL, NULL, err, sizeof err);
 }
-
-static int s_redis_cli_line(int port, const char *line);
 
 static int s_redis_live_body(cache_app_t *app, int port)
 {
@@ -919,10 +937,12 @@ static int s_redis_live_body(cache_app_t *app, int port)
     return 0;
 }
 
-static int s_redis_live(void)
+/* Runs body against a cache app whose Redis tier is a fresh redis-server on a free port,
+ * stopped afterwards; a skip (0) where redis-server is not installed. */
+static int s_with_redis(const char *name, int (*body)(cache_app_t *app, int port))
 {
     if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0) {
-        printf("redis_live: skipped: redis-server is not installed\n");
+        printf("%s: skipped: redis-server is not installed\n", name);
         return 0;
     }
     int port = s_free_port();
@@ -932,17 +952,20 @@ static int s_redis_live(void)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
     int up = 0;
     for (int i = 0; i < 50 && !up; i++) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "redis-cli -p %d ping >/dev/null 2>&1", port);
-        up = system(cmd) == 0;
+        up = s_redis_cli(port, "ping") == 0;
         if (!up) usleep(100000);
     }
     cache_cfg_t cfg = s_cfg();
     cache_app_t *app = up ? cache_app_new(&cfg, url) : NULL;
-    int rc = app ? s_redis_live_body(app, port) : 1;
+    int rc = app ? body(app, port) : 1;
     cache_app_destroy(&app);
     s_sh(S_REDIS_STOP, port);
     return rc;
+}
+
+static int s_redis_live(void)
+{
+    return s_with_redis("redis_live", s_redis_live_body);
 }
 
 /* ---- namespaces, globs, the issue-3 methods, coherence ------------------------------------ */
@@ -1370,23 +1393,6 @@ static int s_tracking_versions(void)
     return 0;
 }
 
-static int s_redis_cli(int port, const char *args)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "redis-cli -p %d %s >/dev/null 2>&1", port, args);
-    return system(cmd);
-}
-
-/* One command line read by redis-cli from stdin, where "\x00" in double quotes is a byte:
- * what another client writes must carry the codec's header (cache_codec.h). */
-static int s_redis_cli_line(int port, const char *line)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "printf '%%s\\n' '%s' | redis-cli -p %d >/dev/null 2>&1", line,
-             port);
-    return system(cmd);
-}
-
 /* Polls Get until it returns want (or a miss when want is NULL); returns the ms it took or
  * -1 after 3 s. Never accepts a value other than want or the old one. */
 static int64_t s_wait_value(cache_app_t *app, const char *k, const char *want, const char *old)
@@ -1477,26 +1483,7 @@ static int s_redis_coherence_body(cache_app_t *app, int port)
 static int s_redis_coherence(void)
 {
     if (s_tracking_versions() != 0) return 1;
-    if (system("command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1") != 0) {
-        printf("redis_coherence: skipped: redis-server is not installed\n");
-        return 0;
-    }
-    int port = s_free_port();
-    CHECK(port > 0);
-    CHECK(s_sh(S_REDIS_START, port) == 0);
-    char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
-    int up = 0;
-    for (int i = 0; i < 50 && !up; i++) {
-        up = s_redis_cli(port, "ping") == 0;
-        if (!up) usleep(100000);
-    }
-    cache_cfg_t cfg = s_cfg();
-    cache_app_t *app = up ? cache_app_new(&cfg, url) : NULL;
-    int rc = app ? s_redis_coherence_body(app, port) : 1;
-    cache_app_destroy(&app);
-    s_sh(S_REDIS_STOP, port);
-    return rc;
+    return s_with_redis("redis_coherence", s_redis_coherence_body);
 }
 
 /* msgpack values: good ones pass, bad ones and allocation bombs are refused by name, and

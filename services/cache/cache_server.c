@@ -781,16 +781,12 @@ static int s_invalidate_prefix(void *app, const qv_call_t *call, const ProtobufC
         return qv_reply_error(r, 400, "%s", err);
     const char *p = req->prefix ? req->prefix : "";
     char *full = s_full_key(ns->name, p);
-    size_t mlen = full ? strlen(full) * 2 + 2 : 0;
-    char *match = full ? malloc(mlen) : NULL;
-    if (!match || cache_redis_match_pattern(full, match, mlen) != 0) {
-        free(full); free(match);
-        return qv_reply_error(r, 500, "out of memory");
-    }
+    char *match = full ? cache_redis_prefix_match(full) : NULL;
+    free(full);
+    if (!match) return qv_reply_error(r, 500, "out of memory");
     Quaver__V1__CacheCountReply rep = QUAVER__V1__CACHE_COUNT_REPLY__INIT;
     s_local_match_t m = { ns->name, p, NULL };
     rep.removed = s_remove_matching(a, &a->ns_stats[ns->index], &m, match, call->request_id);
-    free(full);
     free(match);
     return s_ok(r, &rep.base);
 }

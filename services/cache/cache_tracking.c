@@ -1,6 +1,7 @@
 /* cache_tracking: versions and the invalidation connection (see cache_tracking.h). */
 #include "cache_tracking.h"
 #include "qv_clock.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 #include <hiredis/hiredis.h>
 #include <errno.h>
@@ -42,8 +43,7 @@ struct cache_tracking_t {
 
 static uint64_t s_hash(const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL;     /* FNV-1a: spreads keys well enough for stripes */
-    for (size_t i = 0; i < len; i++) { h ^= (uint8_t) key[i]; h *= 1099511628211ULL; }
+    uint64_t h = qv_fnv1a(key, len, QV_FNV1A_INIT);   /* spreads keys well enough for stripes */
     return h ^ (h >> 29);
 }
 
