@@ -8,7 +8,9 @@ Bodies are checked raw (stream=True, r.raw.read() does not decode), and inflated
 Python's zlib, an implementation independent of the gateway's."""
 import zlib
 
-from harness import create_room, register, room_id, track_id, upload_wav, wav_bytes
+import requests
+
+from harness import create_room, register, room_id, track_id, upload_wav, wav_bytes, wait_for
 
 
 def raw_get(user, path, ae, **headers):
@@ -40,6 +42,26 @@ def test_big_json_is_gzipped_for_clients_that_take_it(api):
     r, body = raw_get(u, "/api/metrics", "gzip")
     assert r.status_code == 200 and r.headers.get("Content-Encoding") == "gzip"
     assert b"# TYPE" in gunzip(body)
+
+
+def test_compressed_bytes_are_counted(quaver, api):
+    # quaver_http_gzip_bytes_total{form=identity|gzip}: the bytes before and after, as the
+    # README promises operators (the ratio is theirs to compute).
+    u = register(api)
+    r, body = raw_get(u, "/api/v1/performance/cache", "gzip")
+    assert r.headers.get("Content-Encoding") == "gzip"
+
+    def totals():
+        t = {}
+        for line in requests.get(quaver.url + "/api/metrics", timeout=5).text.splitlines():
+            if line.startswith("quaver_http_gzip_bytes_total{"):
+                for form in ("identity", "gzip"):
+                    if f'form="{form}"' in line:
+                        t[form] = t.get(form, 0.0) + float(line.split()[-1])
+        return t if t.get("gzip", 0) >= len(body) else None
+    # (the monitor's page shows the gateway's snapshot of a second ago)
+    t = wait_for(totals, 15, interval=0.5, what="quaver_http_gzip_bytes_total on /api/metrics")
+    assert t.get("identity", 0) > t["gzip"], t
 
 
 def test_refusals_and_small_answers_are_sent_as_they_are(api):

@@ -19,6 +19,7 @@
 #include "gw_cache.h"
 #include "gw_routes.h"
 #include "gw_server.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 #include <sodium.h>
 #include <math.h>
@@ -85,12 +86,8 @@ static _Atomic uint64_t s_generations[S_GENERATIONS];
 
 static _Atomic uint64_t *s_gen_slot(const char *ns, const char *key)
 {
-    uint64_t h = 1469598103934665603ULL;               /* FNV-1a over "ns\0key" */
-    for (const char *p = ns; *p; p++)
-        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
-    h = (h ^ 0) * 1099511628211ULL;
-    for (const char *p = key; *p; p++)
-        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
+    /* over "ns\0key" */
+    uint64_t h = qv_fnv1a(key, strlen(key), qv_fnv1a(ns, strlen(ns) + 1, QV_FNV1A_INIT));
     return &s_generations[h & (S_GENERATIONS - 1)];
 }
 

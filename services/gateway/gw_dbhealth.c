@@ -155,18 +155,10 @@ int gw_h_db_health(gw_req_t *req)
     if (admin < 0)
         return req->status;
     Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
-    qv_result_t res;
-    int st = gw_call(req, "dbopt", "DatabaseHealth", &e.base, 0, &res);
-    if (st != 200) {
-        gw_send_call_error(req, "dbopt", &res, NULL);
-        qv_result_free(&res);
-        return req->status;
-    }
-    Quaver__V1__DbHealthReply *h = quaver__v1__db_health_reply__unpack(NULL, res.len,
-                                                                       res.payload);
-    qv_result_free(&res);
+    Quaver__V1__DbHealthReply *h = gw_call_reply(req, "dbopt", "DatabaseHealth", &e.base,
+                                                 &quaver__v1__db_health_reply__descriptor, NULL);
     if (!h)
-        return gw_send_error(req, 502, NULL, "dbopt sent a reply that does not decode");
+        return req->status;
     json_t *db = s_database(h, admin == 1);
     quaver__v1__db_health_reply__free_unpacked(h, NULL);
     if (!db)

@@ -28,17 +28,10 @@ static int s_advise(gw_req_t *req, bool apply, bool latest, bool texts)
     Quaver__V1__AdviseRequest a = QUAVER__V1__ADVISE_REQUEST__INIT;
     a.apply = apply;
     a.latest = latest;
-    qv_result_t res;
-    int st = gw_call(req, "dbopt", "Advise", &a.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "dbopt", &res, NULL);
-        qv_result_free(&res);
-        return req->status;
-    }
-    Quaver__V1__AdviseReply *r = quaver__v1__advise_reply__unpack(NULL, res.len, res.payload);
-    qv_result_free(&res);
+    Quaver__V1__AdviseReply *r = gw_call_reply(req, "dbopt", "Advise", &a.base,
+                                               &quaver__v1__advise_reply__descriptor, NULL);
     if (!r)
-        return gw_send_error(req, 502, NULL, "dbopt sent a reply that does not decode");
+        return req->status;
     json_t *doc = json_loads(r->json ? r->json : "", 0, NULL);
     if (json_is_object(doc)) {
         json_object_set_new(doc, "cached", json_boolean(r->cached));
@@ -76,9 +69,15 @@ int gw_h_db_optimize(gw_req_t *req)
     bool apply = false;
     if (len > 0) {
         json_error_t err;
-        json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+        err.text[0] = '\0';
+        /* The depth check gw_read_json makes: 4 KB of "[" is deeper than a worker's stack. */
+        bool flat = gw_json_nesting_ok(body, len, GW_JSON_MAX_DEPTH);
+        json_t *doc = flat ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &err) : NULL;
         json_t *v = json_object_get(doc, "apply");
-        if (!json_is_object(doc)) {
+        if (!flat) {
+            gw_send_error(req, 400, NULL, "invalid JSON: nested deeper than %d levels",
+                          GW_JSON_MAX_DEPTH);
+        } else if (!json_is_object(doc)) {
             gw_send_error(req, 400, NULL, "body must be a JSON object like {\"apply\": false}%s%s",
                           doc ? "" : ": ", doc ? "" : err.text);
         } else if (v && !json_is_boolean(v)) {

@@ -181,17 +181,10 @@ int gw_h_health(gw_req_t *req)
 int gw_h_metrics(gw_req_t *req)
 {
     Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
-    qv_result_t res;
-    int st = gw_call(req, "monitor", "Metrics", &e.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "monitor", &res, NULL);
-        qv_result_free(&res);
-        return req->status;
-    }
-    Quaver__V1__MetricsReply *m = quaver__v1__metrics_reply__unpack(NULL, res.len, res.payload);
-    qv_result_free(&res);
+    Quaver__V1__MetricsReply *m = gw_call_reply(req, "monitor", "Metrics", &e.base,
+                                                &quaver__v1__metrics_reply__descriptor, NULL);
     if (!m)
-        return gw_send_error(req, 502, NULL, "monitor sent a reply that does not decode");
+        return req->status;
     const char *text = m->text ? m->text : "";
     gw_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text), NULL);
     quaver__v1__metrics_reply__free_unpacked(m, NULL);

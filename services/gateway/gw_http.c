@@ -496,6 +496,24 @@ int gw_send_call_error(gw_req_t *req, const char *service, const qv_result_t *re
     return gw_send_error(req, 502, NULL, "%s failed", service);
 }
 
+void *gw_call_reply(gw_req_t *req, const char *service, const char *method,
+                    const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *reply,
+                    const char *not_found_msg)
+{
+    qv_result_t res;
+    int st = gw_call(req, service, method, msg, 0, &res);
+    if (st < 200 || st >= 300) {
+        gw_send_call_error(req, service, &res, not_found_msg);
+        qv_result_free(&res);
+        return NULL;
+    }
+    ProtobufCMessage *r = protobuf_c_message_unpack(reply, NULL, res.len, res.payload);
+    qv_result_free(&res);
+    if (!r)
+        gw_send_error(req, 502, NULL, "%s sent a reply that does not decode", service);
+    return r;
+}
+
 Quaver__V1__QueryReply *gw_db(gw_req_t *req, const char *kind, const char *name,
                               int nparams, const char *const *params,
                               const char *not_found_msg)
@@ -519,18 +537,8 @@ Quaver__V1__QueryReply *gw_db(gw_req_t *req, const char *kind, const char *name,
     q.name = (char *) name;
     q.n_params = (size_t) nparams;
     q.params = ptrs;
-    qv_result_t res;
-    int st = gw_call(req, "dbopt", kind, &q.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "dbopt", &res, not_found_msg);
-        qv_result_free(&res);
-        return NULL;
-    }
-    Quaver__V1__QueryReply *r = quaver__v1__query_reply__unpack(NULL, res.len, res.payload);
-    qv_result_free(&res);
-    if (!r)
-        gw_send_error(req, 502, NULL, "dbopt sent a reply that does not decode");
-    return r;
+    return gw_call_reply(req, "dbopt", kind, &q.base, &quaver__v1__query_reply__descriptor,
+                         not_found_msg);
 }
 
 /* ---- rows ----------------------------------------------------------------------------- */

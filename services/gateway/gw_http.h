@@ -101,6 +101,13 @@ int gw_call(gw_req_t *req, const char *service, const char *method,
  * service's message, or not_found_msg for 404 when given). Returns the status sent. */
 int gw_send_call_error(gw_req_t *req, const char *service, const qv_result_t *res,
                        const char *not_found_msg);
+/* gw_call and the unpacking of its reply in one: service.method with the route's deadline,
+ * the reply unpacked as a `reply` message. Returns it (caller frees with the type's
+ * __free_unpacked), or NULL after sending the error response: the failed call's as
+ * gw_send_call_error gives it (not_found_msg likewise), 502 for a reply that does not decode. */
+void *gw_call_reply(gw_req_t *req, const char *service, const char *method,
+                    const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *reply,
+                    const char *not_found_msg);
 
 /* Runs a dbopt catalog statement (kind "Query" or "Exec") with text params (NULL = SQL NULL).
  * Returns the unpacked reply (caller frees with quaver__v1__query_reply__free_unpacked), or

@@ -54,17 +54,10 @@ int gw_require_admin(gw_req_t *req)
 int gw_h_cache_stats(gw_req_t *req)
 {
     Quaver__V1__Empty e = QUAVER__V1__EMPTY__INIT;
-    qv_result_t res;
-    int st = gw_call(req, "cache", "Stats", &e.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "cache", &res, NULL);
-        qv_result_free(&res);
-        return req->status;
-    }
-    Quaver__V1__StatsReply *s = quaver__v1__stats_reply__unpack(NULL, res.len, res.payload);
-    qv_result_free(&res);
+    Quaver__V1__StatsReply *s = gw_call_reply(req, "cache", "Stats", &e.base,
+                                              &quaver__v1__stats_reply__descriptor, NULL);
     if (!s)
-        return gw_send_error(req, 502, NULL, "cache sent a reply that does not decode");
+        return req->status;
     json_t *doc = gw_cache_stats_json(s);
     quaver__v1__stats_reply__free_unpacked(s, NULL);
     /* This gateway's own tier (the embedded engine that serves the cached routes). */

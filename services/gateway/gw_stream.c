@@ -37,19 +37,8 @@ static Quaver__V1__StreamReadReply *s_read(gw_req_t *req, const char *sha, int64
     rr.sha256 = (char *) sha;
     rr.offset = off;
     rr.length = len;
-    qv_result_t res;
-    int st = gw_call(req, "stream", "Read", &rr.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "stream", &res, "audio file not found");
-        qv_result_free(&res);
-        return NULL;
-    }
-    Quaver__V1__StreamReadReply *r = quaver__v1__stream_read_reply__unpack(NULL, res.len,
-                                                                           res.payload);
-    qv_result_free(&res);
-    if (!r)
-        gw_send_error(req, 502, NULL, "stream sent a reply that does not decode");
-    return r;
+    return gw_call_reply(req, "stream", "Read", &rr.base,
+                         &quaver__v1__stream_read_reply__descriptor, "audio file not found");
 }
 
 int gw_h_stream(gw_req_t *req)

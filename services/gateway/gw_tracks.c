@@ -87,18 +87,12 @@ int gw_h_track_upload(gw_req_t *req)
     put.data.len = dlen;
     put.filename = filename;
     put.content_type = mime;
-    qv_result_t res;
-    int st = gw_call(req, "stream", "Put", &put.base, 0, &res);
-    if (st < 200 || st >= 300) {
-        gw_send_call_error(req, "stream", &res, NULL);
-        qv_result_free(&res);
+    Quaver__V1__AudioInfo *info = gw_call_reply(req, "stream", "Put", &put.base,
+                                                &quaver__v1__audio_info__descriptor, NULL);
+    if (!info)
         goto out;
-    }
-    Quaver__V1__AudioInfo *info = quaver__v1__audio_info__unpack(NULL, res.len, res.payload);
-    qv_result_free(&res);
-    if (!info || !info->sha256 || strlen(info->sha256) != 64) {
-        if (info)
-            quaver__v1__audio_info__free_unpacked(info, NULL);
+    if (!info->sha256 || strlen(info->sha256) != 64) {
+        quaver__v1__audio_info__free_unpacked(info, NULL);
         gw_send_error(req, 502, NULL, "stream sent a reply that does not decode");
         goto out;
     }
