@@ -5,8 +5,8 @@
  *   stream - stream_methods over a stream_app_t on a temp storage_dir (removed at exit), so
  *            Put probes uploads and Read/Stat check the sha the caller names;
  *   dbopt  - its static table needs PostgreSQL, so a table with dbopt's request type
- *            (QueryRequest) and a handler doing dbopt's checks before the pool (catalog
- *            lookup, read-only match, parameter count, values) - a copy of s_run's prologue;
+ *            (QueryRequest) and a handler running dbopt's own checks before the pool
+ *            (dbopt_catalog_check: catalog lookup, parameter count, read-only match; values);
  *   any    - every other message type a daemon unpacks (bus, replies the gateway decodes),
  *            with a handler that touches the unpacked fields.
  * Input: byte 0 picks the table (bits 0-1) and the mode (bit 2): raw mode passes the rest
@@ -34,25 +34,21 @@
 #include "quaver/v1/monitor.pb-c.h"
 #include "quaver/v1/stream.pb-c.h"
 
-/* ---- dbopt: the checks before the pool ---- */
+/* ---- dbopt: the checks before the pool (dbopt_catalog_check, what dbopt's Query/Exec run
+ * first), then the values as dbopt would pass them to libpq ---- */
 static int s_db_run(const ProtobufCMessage *msg, qv_reply_t *reply, bool want_readonly)
 {
     const Quaver__V1__QueryRequest *req = (const Quaver__V1__QueryRequest *) msg;
-    const dbopt_stmt_t *st = dbopt_catalog_find(req->name, NULL);
-    if (!st)
-        return qv_reply_error(reply, 404, "unknown catalog statement '%.80s'",
-                              req->name ? req->name : "");
-    if (st->readonly != want_readonly)
-        return qv_reply_error(reply, 400, "wrong kind");
-    if (req->n_params != (size_t) st->nparams)
-        return qv_reply_error(reply, 400, "statement '%s' takes %d parameters, got %zu",
-                              st->name, st->nparams, req->n_params);
+    const dbopt_stmt_t *st;
+    char err[256];
+    int status = dbopt_catalog_check(req, want_readonly, &st, err, sizeof err);
+    if (status != 0)
+        return qv_reply_error(reply, status, "%s", err);
+    const char *values[DBOPT_CATALOG_MAX_PARAMS];
+    dbopt_catalog_values(req, values);
     size_t total = 0;
-    for (int i = 0; i < st->nparams; i++) {
-        const Quaver__V1__Value *v = req->params[i];
-        const char *t = (!v || v->is_null) ? NULL : (v->text ? v->text : "");
-        total += t ? strlen(t) : 0;
-    }
+    for (int i = 0; i < st->nparams; i++)
+        total += values[i] ? strlen(values[i]) : 0;
     return total > 1000000 ? 413 : 503;   /* "no database here" */
 }
 

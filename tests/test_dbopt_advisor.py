@@ -389,6 +389,11 @@ def test_rpc_apply_index(quaver, mdp, probe):
     hist = probe.sql("SELECT kept FROM dbopt_index_history "
                      "WHERE index_name = 'dbopt_advisor_probe_k_idx'").split()
     assert hist == ["t"]
+    # the same index again: an existing index already leads with k, nothing is built
+    res = mdp.call("dbopt", "ApplyIndex", adv.ApplyIndexRequest(table=PROBE, columns=["k"]),
+                   timeout_s=60, caller=_admin())
+    assert res.status == 409 and "already leads" in res.error, (res.status, res.error)
+    assert _probe_indexes(probe) == ["dbopt_advisor_probe_k_idx"]
     probe.sql("DROP INDEX dbopt_advisor_probe_k_idx")
 
 

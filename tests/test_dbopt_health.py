@@ -135,6 +135,21 @@ def test_maintenance_unknown_table_is_404(mdp, pb):
     assert res.status == 404 and "x; DROP TABLE users" in res.error, (res.status, res.error)
 
 
+def test_maintenance_ambiguous_name_is_400(quaver, mdp, pb):
+    name = unique("maint_twice_")
+    pg = quaver.pg
+    pg.sql(f'CREATE SCHEMA IF NOT EXISTS h3other; CREATE TABLE public."{name}" (id int); '
+           f'CREATE TABLE h3other."{name}" (id int)')
+    try:
+        res, _ = maintenance(mdp, pb, dry_run=True, table=name)
+        assert res.status == 400 and "schema.table" in res.error, (res.status, res.error)
+        res, rep = maintenance(mdp, pb, dry_run=True, table=f"h3other.{name}")
+        assert res.status == 200, res.error
+        assert [x.table for x in rep.actions] == [f"h3other.{name}"]
+    finally:
+        pg.sql(f'DROP TABLE IF EXISTS public."{name}"; DROP SCHEMA IF EXISTS h3other CASCADE')
+
+
 def test_maintenance_run_needs_an_administrator(mdp, pb, dirty):
     res, _ = maintenance(mdp, pb, table=dirty)
     assert res.status == 403, (res.status, res.error)

@@ -14,6 +14,7 @@
 #include "dbopt_candidates.h"
 #include "dbopt_conninfo.h"
 #include "qv_clock.h"
+#include "qv_hash.h"
 #include "qv_log.h"
 
 void dbopt_advise_opts_default(dbopt_advise_opts_t *o)
@@ -105,8 +106,8 @@ PGconn *adv_connect(const char *conninfo, const dbopt_advise_opts_t *o, dbopt_ad
         }
         err->status = 503;
         snprintf(err->text, sizeof err->text,
-                 "database %.300s does not answer: %.300s; check the URL (host, port, database, user) "
-                 "and that PostgreSQL is running", masked, why);
+                 "database %.300s does not answer: %.300s; check the URL (host, port, database, "
+                 "user) and that PostgreSQL is running", masked, why);
         PQfinish(c);
         return NULL;
     }
@@ -166,7 +167,8 @@ static bool s_covered(const adv_table_t *t, const adv_cand_t *c)
     }
     for (int i = 0; i < t->nidx; i++) {
         const adv_index_t *x = &t->idx[i];
-        if (x->valid && x->btree && !x->partial_or_expr && strncmp(x->cols, want, strlen(want)) == 0)
+        if (x->valid && x->btree && !x->partial_or_expr &&
+            strncmp(x->cols, want, strlen(want)) == 0)
             return true;
     }
     return false;
@@ -627,15 +629,10 @@ json_t *adv_cand_json(adv_t *a, const adv_cand_t *c)
  * so, a partial index carries a hash of its predicate, and a name that would pass 58
  * characters keeps its first 49 and ends in a hash of the whole (two long names sharing a
  * prefix would otherwise be cut to the same one, and the second build would fail with
- * "already exists"). FNV-1a, because it needs no key and is stable across runs. */
+ * "already exists"). FNV-1a of a then b, because it needs no key and is stable across runs. */
 static uint64_t s_fnv(const char *a, const char *b)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = a; *p; p++)
-        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
-    for (const char *p = b; *p; p++)
-        h = (h ^ (unsigned char) *p) * 1099511628211ULL;
-    return h;
+    return qv_fnv1a(b, strlen(b), qv_fnv1a(a, strlen(a), QV_FNV1A_INIT));
 }
 
 void adv_index_name(const adv_t *a, const adv_cand_t *c, char *buf, size_t len)

@@ -219,20 +219,13 @@ int dbopt_advisor_explain(dbopt_advisor_t *self, const qv_call_t *call,
                           const ProtobufCMessage *msg, qv_reply_t *reply)
 {
     const Quaver__V1__QueryRequest *req = (const Quaver__V1__QueryRequest *) msg;
-    const dbopt_stmt_t *st = dbopt_catalog_find(req->name, NULL);
-    if (!st)
-        return qv_reply_error(reply, 404, "unknown catalog statement '%.80s'",
-                              req->name ? req->name : "");
-    if (req->n_params != (size_t) st->nparams)
-        return qv_reply_error(reply, 400, "statement '%s' takes %d parameters, got %zu",
-                              st->name, st->nparams, req->n_params);
-    const char *values[16];
-    if (st->nparams > 16)
-        return qv_reply_error(reply, 500, "statement '%s': too many parameters", st->name);
-    for (int i = 0; i < st->nparams; i++) {
-        const Quaver__V1__Value *v = req->params[i];
-        values[i] = (!v || v->is_null) ? NULL : (v->text ? v->text : "");
-    }
+    const dbopt_stmt_t *st;
+    char why[256];
+    int bad = dbopt_catalog_check_any(req, &st, why, sizeof why);
+    if (bad)
+        return qv_reply_error(reply, bad, "%s", why);
+    const char *values[DBOPT_CATALOG_MAX_PARAMS];
+    dbopt_catalog_values(req, values);
     dbopt_advise_opts_t o;
     if (s_opts(self, call, &o) != 0)
         return qv_reply_error(reply, 504, "the deadline passed");

@@ -125,6 +125,47 @@ const dbopt_stmt_t *dbopt_catalog_find(const char *name, size_t *index_p)
     return NULL;
 }
 
+int dbopt_catalog_check_any(const Quaver__V1__QueryRequest *req, const dbopt_stmt_t **st_p,
+                            char *err, size_t errlen)
+{
+    const dbopt_stmt_t *st = dbopt_catalog_find(req->name, NULL);
+    *st_p = st;
+    if (!st) {
+        snprintf(err, errlen, "unknown catalog statement '%.80s'", req->name ? req->name : "");
+        return 404;
+    }
+    if (st->nparams > DBOPT_CATALOG_MAX_PARAMS) {       /* a catalog bug the selftest catches */
+        snprintf(err, errlen, "statement '%s': too many parameters", st->name);
+        return 500;
+    }
+    if (req->n_params != (size_t) st->nparams) {
+        snprintf(err, errlen, "statement '%s' takes %d parameters, got %zu",
+                 st->name, st->nparams, req->n_params);
+        return 400;
+    }
+    return 0;
+}
+
+int dbopt_catalog_check(const Quaver__V1__QueryRequest *req, bool want_readonly,
+                        const dbopt_stmt_t **st_p, char *err, size_t errlen)
+{
+    int bad = dbopt_catalog_check_any(req, st_p, err, errlen);
+    if (bad || (*st_p)->readonly == want_readonly)
+        return bad;
+    snprintf(err, errlen, (*st_p)->readonly
+             ? "statement '%s' is read-only: call Query, not Exec"
+             : "statement '%s' writes: call Exec, not Query", (*st_p)->name);
+    return 400;
+}
+
+void dbopt_catalog_values(const Quaver__V1__QueryRequest *req, const char **values)
+{
+    for (size_t i = 0; i < req->n_params; i++) {
+        const Quaver__V1__Value *v = req->params[i];
+        values[i] = (!v || v->is_null) ? NULL : (v->text ? v->text : "");
+    }
+}
+
 int dbopt_catalog_max_param(const char *sql)
 {
     int max = 0;
@@ -230,6 +271,7 @@ int dbopt_catalog_selftest(void)
         }
         for (size_t j = i + 1; j < n; j++)
             CHECK(strcmp(st->name, dbopt_catalog[j].name) != 0);
+        CHECK(st->nparams <= DBOPT_CATALOG_MAX_PARAMS);
         size_t idx = 99;
         CHECK(dbopt_catalog_find(st->name, &idx) == st && idx == i);
         /* a name must be usable as a prepared-statement name without quoting */
@@ -249,6 +291,32 @@ int dbopt_catalog_selftest(void)
     CHECK(!dbopt_catalog_find("vote_add", NULL)->readonly);
     CHECK(dbopt_catalog_find("nope", NULL) == NULL);
     CHECK(dbopt_catalog_find(NULL, NULL) == NULL);
+    {   /* the request checks Query/Exec run before the pool */
+        Quaver__V1__QueryRequest q = QUAVER__V1__QUERY_REQUEST__INIT;
+        const dbopt_stmt_t *st = NULL;
+        char why[128];
+        q.name = "nope";
+        CHECK(dbopt_catalog_check(&q, true, &st, why, sizeof why) == 404 && !st
+              && strstr(why, "nope"));
+        q.name = "room_get";
+        CHECK(dbopt_catalog_check(&q, true, &st, why, sizeof why) == 400
+              && strstr(why, "takes 1 parameters, got 0"));
+        Quaver__V1__Value v = QUAVER__V1__VALUE__INIT, *vp[1] = { &v };
+        v.text = "7";
+        q.n_params = 1;
+        q.params = vp;
+        CHECK(dbopt_catalog_check(&q, false, &st, why, sizeof why) == 400
+              && strstr(why, "call Query"));
+        CHECK(dbopt_catalog_check_any(&q, &st, why, sizeof why) == 0);
+        CHECK(dbopt_catalog_check(&q, true, &st, why, sizeof why) == 0
+              && st == dbopt_catalog_find("room_get", NULL));
+        const char *values[DBOPT_CATALOG_MAX_PARAMS];
+        dbopt_catalog_values(&q, values);
+        CHECK(values[0] && strcmp(values[0], "7") == 0);
+        v.is_null = true;
+        dbopt_catalog_values(&q, values);
+        CHECK(values[0] == NULL);
+    }
     CHECK(dbopt_catalog_max_param("SELECT 1") == 0);
     CHECK(dbopt_catalog_max_param("SELECT $12, '$3'") == 12);
     CHECK(dbopt_catalog_max_param("SELECT $x") == -1);

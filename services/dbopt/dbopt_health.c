@@ -38,7 +38,7 @@ static const char *const s_bloat_method =
 
 /* ---- connection --------------------------------------------------------------------------- */
 
-static void s_first_line(char *dst, size_t len, const char *msg)
+void dbopt_health_first_line(char *dst, size_t len, const char *msg)
 {
     snprintf(dst, len, "%s", msg ? msg : "");
     dst[strcspn(dst, "\r\n")] = '\0';
@@ -64,7 +64,7 @@ PGconn *dbopt_health_connect(const char *conninfo, int connect_timeout_s, const 
         return NULL;
     }
     if (PQstatus(pg) != CONNECTION_OK) {
-        s_first_line(err, len, PQerrorMessage(pg));
+        dbopt_health_first_line(err, len, PQerrorMessage(pg));
         PQfinish(pg);
         return NULL;
     }
@@ -77,7 +77,7 @@ PGconn *dbopt_health_connect(const char *conninfo, int connect_timeout_s, const 
         bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
         PQclear(r);
         if (!ok) {
-            s_first_line(err, len, PQerrorMessage(pg));
+            dbopt_health_first_line(err, len, PQerrorMessage(pg));
             PQfinish(pg);
             return NULL;
         }
@@ -212,7 +212,7 @@ static PGresult *s_part(s_call_t *c, PGconn *pg, const char *what, const char *s
     }
     if (c->nwarn < S_MAX_PARTS) {
         char line[256];
-        s_first_line(line, sizeof line, PQresultErrorMessage(r));
+        dbopt_health_first_line(line, sizeof line, PQresultErrorMessage(r));
         snprintf(c->warn_buf[c->nwarn], sizeof c->warn_buf[0], "%s: %s", what,
                  line[0] ? line : "failed");
         c->warn[c->nwarn] = c->warn_buf[c->nwarn];
@@ -293,7 +293,7 @@ static void s_statements(s_call_t *c, PGconn *pg, Quaver__V1__DbHealthReply *h,
     PGresult *r = PQexec(pg, sql);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || c->n >= S_MAX_PARTS) {
         char line[256];
-        s_first_line(line, sizeof line, PQresultErrorMessage(r));
+        dbopt_health_first_line(line, sizeof line, PQresultErrorMessage(r));
         /* typically "pg_stat_statements must be loaded via shared_preload_libraries" */
         snprintf(note, len, "pg_stat_statements is installed but cannot be read: %s", line);
         PQclear(r);

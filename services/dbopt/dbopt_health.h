@@ -43,4 +43,7 @@ int dbopt_health_handle(dbopt_health_t *self, const qv_call_t *call, qv_reply_t 
  * Returns the connection (caller owns, PQfinish) or NULL with the reason in err. */
 PGconn *dbopt_health_connect(const char *conninfo, int connect_timeout_s, const char *appname,
                              const char *setup_sql, char *err, size_t len);
+/* The first line of a libpq message (which ends in a newline and may carry DETAIL/HINT
+ * lines) into dst, for log lines and replies; msg may be NULL. */
+void dbopt_health_first_line(char *dst, size_t len, const char *msg);
 #endif

@@ -155,12 +155,6 @@ void dbopt_maint_destroy(dbopt_maint_t **self_p)
 
 /* ---- one pass ------------------------------------------------------------------------------ */
 
-static void s_first_line(char *dst, size_t len, const char *msg)
-{
-    snprintf(dst, len, "%s", msg ? msg : "");
-    dst[strcspn(dst, "\r\n")] = '\0';
-}
-
 static PGconn *s_connect(dbopt_maint_t *m, char *err, size_t len)
 {
     char setup[96];
@@ -188,7 +182,7 @@ static int s_candidates(dbopt_maint_t *m, PGconn *pg, const char *table, bool fo
     PGresult *r = PQexecParams(pg, sql, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char line[256];
-        s_first_line(line, sizeof line, PQresultErrorMessage(r));
+        dbopt_health_first_line(line, sizeof line, PQresultErrorMessage(r));
         snprintf(err, len, "reading pg_stat_user_tables: %s", line);
         PQclear(r);
         return 503;
@@ -310,7 +304,7 @@ static void s_vacuum(dbopt_maint_t *m, PGconn *pg, s_action_t *a, const char *tr
             if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                 const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
                 char line[200];
-                s_first_line(line, sizeof line, PQresultErrorMessage(r));
+                dbopt_health_first_line(line, sizeof line, PQresultErrorMessage(r));
                 if (state && strcmp(state, "55P03") == 0)
                     snprintf(a->error, sizeof a->error, "lock_timeout (%d ms): the table is "
                              "locked by another session, skipped: %s", m->lock_timeout_ms, line);

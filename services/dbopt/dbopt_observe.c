@@ -24,8 +24,7 @@ typedef struct {
     uint64_t        rows;
     dbopt_hist_t    all;             /* since start */
     dbopt_hist_t    window;          /* since the last sampling window ended */
-    s_params_t      ring[DBOPT_OBS_SAMPLES];
-    unsigned        ring_next;
+    s_params_t      sample;          /* the newest successful call's (reads only) */
     dbopt_plan_t    plan;            /* the current plan (hash 0: none yet) */
     dbopt_plan_t    base_plan;       /* the plan of the regression baseline */
     dbopt_regress_t rg;
@@ -95,8 +94,7 @@ void dbopt_obs_destroy(dbopt_obs_t **self_p)
         return;
     dbopt_obs_t *self = *self_p;
     for (size_t i = 0; i < self->n; i++) {
-        for (int j = 0; j < DBOPT_OBS_SAMPLES; j++)
-            s_params_free(&self->st[i].ring[j]);
+        s_params_free(&self->st[i].sample);
         dbopt_plan_clear(&self->st[i].plan);
         dbopt_plan_clear(&self->st[i].base_plan);
     }
@@ -161,8 +159,10 @@ void dbopt_obs_record(dbopt_obs_t *self, size_t idx, int64_t us, int64_t rows, b
 {
     if (!self || idx >= self->n)
         return;
-    /* the copy is made before taking the lock: malloc under it would serialise workers */
-    char **copy = failed ? NULL : s_params_copy(values, nvalues);
+    /* the copy is made before taking the lock: malloc under it would serialise workers.
+     * Writes keep none: nothing ever reads them (only reads are EXPLAINed). */
+    char **copy = failed || !dbopt_catalog[idx].readonly ? NULL
+                  : s_params_copy(values, nvalues);
     bool slow = self->o.slow_query_ms > 0 && us >= (int64_t) self->o.slow_query_ms * 1000;
     s_slow_t event = { .idx = idx, .ms = (double) us / 1000.0,
                        .threshold_ms = self->o.slow_query_ms, .time_ms = qv_wall_ms() };
@@ -174,10 +174,9 @@ void dbopt_obs_record(dbopt_obs_t *self, size_t idx, int64_t us, int64_t rows, b
     dbopt_hist_add(&s->window, us);
     char **old = NULL;
     if (copy) {
-        s_params_t *slot = &s->ring[s->ring_next++ % DBOPT_OBS_SAMPLES];
-        old = slot->v;
-        slot->v = copy;
-        slot->n = nvalues;
+        old = s->sample.v;
+        s->sample.v = copy;
+        s->sample.n = nvalues;
     }
     if (slow) {
         s_slow_t *e = &self->slow[self->slow_next++ % DBOPT_OBS_SLOW];
@@ -213,8 +212,7 @@ char **dbopt_obs_sample_params(dbopt_obs_t *self, size_t idx, int *nvalues_p)
         return NULL;
     pthread_mutex_lock(&self->mu);
     const s_stmt_t *s = &self->st[idx];
-    const s_params_t *newest = &s->ring[(s->ring_next + DBOPT_OBS_SAMPLES - 1)
-                                        % DBOPT_OBS_SAMPLES];
+    const s_params_t *newest = &s->sample;
     char **copy = NULL;
     if (newest->v) {
         copy = s_params_copy((const char *const *) newest->v, newest->n);

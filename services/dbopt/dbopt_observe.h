@@ -2,8 +2,9 @@
  * raises from that (services/dbopt/README.md "Observing queries").
  *
  * Per catalog statement: calls, rows, errors, a latency histogram (dbopt_plans.h: p50/p95/p99
- * within +-9%), the parameters of the last DBOPT_OBS_SAMPLES calls, and the current plan
- * (shape hash, shape, redacted JSON) from a periodic `EXPLAIN (FORMAT JSON) EXECUTE`.
+ * within +-9%), for a read-only one the parameters of its newest successful call, and the
+ * current plan (shape hash, shape, redacted JSON) from a periodic `EXPLAIN (FORMAT JSON)
+ * EXECUTE`.
  *
  * Guarantees:
  * - Parameters are user data: they are copied into memory here, used only as the arguments
@@ -31,7 +32,7 @@
 #include "dbopt_plans.h"
 #include "quaver/v1/dbopt_observe.pb-c.h"
 
-enum { DBOPT_OBS_SAMPLES = 8, DBOPT_OBS_SLOW = 64 };
+enum { DBOPT_OBS_SLOW = 64 };
 
 typedef struct dbopt_obs_t dbopt_obs_t;
 struct dbopt_pool_t;
@@ -54,7 +55,8 @@ dbopt_obs_t *dbopt_obs_new(const dbopt_obs_opts_t *opts);
 void dbopt_obs_destroy(dbopt_obs_t **self_p);
 
 /* One finished call of catalog entry idx: us on the server, rows returned or affected,
- * values (copied into the sample ring when the call succeeded). req_id may be NULL. */
+ * values (kept as its sample when the call succeeded and idx is read-only: only reads are
+ * ever EXPLAINed, here or by the advisor). req_id may be NULL. */
 void dbopt_obs_record(dbopt_obs_t *self, size_t idx, int64_t us, int64_t rows, bool failed,
                       const char *const *values, int nvalues, const char *req_id);
 

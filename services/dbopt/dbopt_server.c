@@ -75,24 +75,13 @@ static int s_run(s_app_t *app, const qv_call_t *call, const ProtobufCMessage *ms
                  qv_reply_t *reply, bool want_readonly)
 {
     const Quaver__V1__QueryRequest *req = (const Quaver__V1__QueryRequest *) msg;
-    const dbopt_stmt_t *st = dbopt_catalog_find(req->name, NULL);
-    if (!st)
-        return qv_reply_error(reply, 404, "unknown catalog statement '%.80s'",
-                              req->name ? req->name : "");
-    if (st->readonly != want_readonly)
-        return qv_reply_error(reply, 400, st->readonly
-                              ? "statement '%s' is read-only: call Query, not Exec"
-                              : "statement '%s' writes: call Exec, not Query", st->name);
-    if (req->n_params != (size_t) st->nparams)
-        return qv_reply_error(reply, 400, "statement '%s' takes %d parameters, got %zu",
-                              st->name, st->nparams, req->n_params);
-    const char *values[16];     /* the widest catalog statement has 8 */
-    if (st->nparams > (int) (sizeof values / sizeof values[0]))
-        return qv_reply_error(reply, 500, "statement '%s': too many parameters", st->name);
-    for (int i = 0; i < st->nparams; i++) {
-        const Quaver__V1__Value *v = req->params[i];
-        values[i] = (!v || v->is_null) ? NULL : (v->text ? v->text : "");
-    }
+    const dbopt_stmt_t *st;
+    char why[256];
+    int bad = dbopt_catalog_check(req, want_readonly, &st, why, sizeof why);
+    if (bad)
+        return qv_reply_error(reply, bad, "%s", why);
+    const char *values[DBOPT_CATALOG_MAX_PARAMS];
+    dbopt_catalog_values(req, values);
     dbopt_error_t err;
     PGresult *res = dbopt_pool_run(app->pool, st, values, st->nparams, call->deadline_ms,
                                    call->request_id, &err);
